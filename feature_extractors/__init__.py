@@ -1,0 +1,1 @@
+"""Feature extractor plugins (see base.py for the contract)."""

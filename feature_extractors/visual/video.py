@@ -1,0 +1,187 @@
+"""Reading frames for visual extractors: video files (PyAV) and pre-cropped face tracks.
+
+* :func:`read_frames` samples ``num_frames`` frames uniformly over a clip -> ``[T, H, W, 3]`` RGB.
+* :func:`read_face_npy` reads the organisers' face crops: MER2024/2025 ``openface_face/<name>/<name>.npy``
+  (uint8 ``[N, 112, 112, 3]`` BGR) or a MER2023 folder of per-frame ``.bmp`` crops -> RGB.
+
+Every failure is a :class:`MediaError` (the one the audio readers raise too, so one ``except``
+serves every modality) with a short ``reason`` (``missing_file``, ``no_video_stream``,
+``decode_error``, ``no_frames``) and a message naming the file; ``err.to_failure(name)`` turns
+it into an ``ExtractionFailure`` and the batch goes on.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from feature_extractors.audio.io import MediaError
+
+__all__ = ["MediaError", "read_frames", "read_face_npy", "uniform_indices"]
+
+
+def uniform_indices(total: int, num: int) -> np.ndarray:
+    """``num`` indices spread evenly over ``range(total)``: the centre of each of ``num`` equal
+    segments (so the first and last frames, often fades, are not favoured). All of them, in
+    order, when ``total <= num``. ``[min(total, num)]`` int64."""
+    if total <= 0 or num <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if total <= num:
+        return np.arange(total, dtype=np.int64)
+    return np.minimum(((np.arange(num) + 0.5) * total / num).astype(np.int64), total - 1)
+
+
+def read_frames(path: str | os.PathLike, num_frames: int = 8) -> tuple[np.ndarray, float, int]:
+    """Decode a video and keep ``num_frames`` frames sampled uniformly over its length.
+
+    Returns ``(frames, fps, total_frames)``: ``frames`` uint8 ``[T, H, W, 3]`` RGB with
+    ``T = min(num_frames, total_frames)``; ``fps`` the stream's average rate (0.0 when the
+    container does not say); ``total_frames`` the number of frames actually decoded.
+
+    Frames are decoded in order and only the chosen ones are converted to RGB. The container's
+    frame count is a guess (absent in some formats, wrong in damaged files), so when the decoded
+    count differs from the guess the clip is decoded once more with the true count: the sample
+    is then exactly uniform. Damaged packets are skipped (real corpora have clips with a damaged
+    tail); only a clip with no decodable frame at all is a ``decode_error``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MediaError("missing_file", f"video file {path} does not exist")
+    guess, fps = _probe(path)
+    frames, total = _decode(path, uniform_indices(guess, num_frames) if guess > 0 else None)
+    if total == 0:
+        raise MediaError("no_frames", f"{path} has a video stream but no decodable frame")
+    chosen = uniform_indices(total, num_frames)
+    if guess <= 0 or not np.array_equal(chosen, uniform_indices(guess, num_frames)):
+        frames, total = _decode(path, chosen)
+    return np.stack(frames), fps, total
+
+
+def _probe(path: str) -> tuple[int, float]:
+    """(frame-count guess, fps) from the container header: cheap, no decoding."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise MediaError("no_video_stream", f"{path} has no video stream "
+                                                    f"({len(container.streams.audio)} audio)")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            guess = int(stream.frames or 0)
+            if guess <= 0 and stream.duration and stream.time_base and fps > 0:
+                guess = int(round(float(stream.duration * stream.time_base) * fps))
+            return guess, fps
+    except av.FFmpegError as err:
+        raise MediaError("decode_error", f"cannot open {path}: {err}") from err
+
+
+def _decode(path: str, keep: np.ndarray | None) -> tuple[list[np.ndarray], int]:
+    """Decode every frame in order, converting to RGB only the indices in ``keep`` (none when
+    ``keep`` is None: a counting pass). Returns (kept frames, number of frames decoded).
+
+    A packet the decoder rejects is skipped, as FFmpeg's own tools do, and a read error ends the
+    clip: a damaged tail costs the frames it holds, not the clip. Only a clip of which not one
+    frame decodes raises ``decode_error``.
+    """
+    import av
+
+    wanted = set(int(i) for i in keep) if keep is not None else set()
+    kept: list[np.ndarray] = []
+    total = 0
+    first_error: Exception | None = None
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            # No frame threading: with it a rejected packet also loses the frames queued in
+            # the other threads, so a clip with a damaged tail could yield none at all.
+            packets = container.demux(stream)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.FFmpegError as err:           # unreadable container data: stop here
+                    first_error = first_error or err
+                    break
+                try:
+                    for frame in packet.decode():       # the last (empty) packet flushes
+                        if total in wanted:
+                            kept.append(frame.to_ndarray(format="rgb24"))
+                        total += 1
+                except av.FFmpegError as err:
+                    first_error = first_error or err
+    except av.FFmpegError as err:
+        raise MediaError("decode_error", f"cannot open {path}: {err}") from err
+    if total == 0 and first_error is not None:
+        raise MediaError("decode_error", f"cannot decode any frame of {path}: {first_error}")
+    return kept, total
+
+
+def read_face_npy(path: str | os.PathLike, num_frames: int | None = None) -> np.ndarray:
+    """Pre-cropped face frames as uint8 ``[T, H, W, 3]`` RGB.
+
+    ``path`` is one of: a ``.npy`` of ``[N, H, W, 3]`` BGR crops (MER2024/2025
+    ``openface_face/<name>/<name>.npy``); a folder holding ``<folder name>.npy`` (or exactly one
+    ``.npy``); a folder of per-frame ``.bmp``/``.jpg``/``.png`` crops (MER2023), read in natural
+    order (``frame_2`` before ``frame_10``). With ``num_frames`` only that many frames, spread
+    uniformly, are read (the ``.npy`` is memory-mapped, so long tracks cost nothing extra).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MediaError("missing_file", f"face crops {p} do not exist")
+    if p.is_dir():
+        npys = sorted(p.glob("*.npy"))
+        named = p / f"{p.name}.npy"
+        if named.is_file():
+            return _read_npy(named, num_frames)
+        if len(npys) == 1:
+            return _read_npy(npys[0], num_frames)
+        if len(npys) > 1:
+            raise MediaError("decode_error", f"{p} holds {len(npys)} .npy files and none is "
+                                             f"named {p.name}.npy; which one is the face track?")
+        return _read_image_folder(p, num_frames)
+    return _read_npy(p, num_frames)
+
+
+def _read_npy(path: Path, num_frames: int | None) -> np.ndarray:
+    try:
+        track = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise MediaError("decode_error", f"cannot read face crops {path}: {err}") from err
+    if track.ndim != 4 or track.shape[-1] != 3 or track.dtype != np.uint8:
+        raise MediaError("decode_error", f"face crops {path} are {track.dtype} {track.shape}, "
+                                         "expected uint8 [N, H, W, 3]")
+    if len(track) == 0:
+        raise MediaError("no_frames", f"face crops {path} hold no frame")
+    idx = uniform_indices(len(track), num_frames) if num_frames else np.arange(len(track))
+    return np.ascontiguousarray(track[idx][..., ::-1])          # BGR (OpenFace/cv2) -> RGB
+
+
+_IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png")
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _read_image_folder(folder: Path, num_frames: int | None) -> np.ndarray:
+    import cv2
+
+    files = sorted((f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES),
+                   key=lambda f: _natural_key(f.name))
+    if not files:
+        raise MediaError("no_frames", f"face folder {folder} holds no .npy and no image")
+    idx = uniform_indices(len(files), num_frames) if num_frames else range(len(files))
+    frames = []
+    for i in idx:
+        img = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise MediaError("decode_error", f"cannot read face image {files[i]}")
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    if len({f.shape for f in frames}) != 1:
+        raise MediaError("decode_error", f"face images in {folder} differ in size")
+    return np.stack(frames)

@@ -1,0 +1,76 @@
+"""The fusion contract.
+
+A fusion model is a plain ``nn.Module`` built from known per-modality input dims and a label spec:
+``forward(inputs, present) -> dict`` with ``inputs[m]: [B, D_m]`` float, ``present[m]: [B]`` bool,
+returning at least ``logits: [B, C]`` and, when the label spec has valence, ``valence: [B]``.
+A modality whose row is absent (no face, empty transcript, failed decode) is *masked*: the model
+must never read its zero-filled row as if it were a real feature.
+The estimator owns optimisation, the strategy owns the loss, the loop owns batches.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from mer.registry import Registry
+
+FUSION: Registry[type["FusionModel"]] = Registry("fusion model")
+
+
+class FusionModel(nn.Module):
+    def __init__(self, input_dims: Mapping[str, int], num_classes: int, has_valence: bool) -> None:
+        super().__init__()
+        if not input_dims:
+            raise ValueError("a fusion model needs at least one modality")
+        self.modalities = sorted(input_dims)
+        self.input_dims = dict(input_dims)
+        self.num_classes = num_classes
+        self.has_valence = has_valence
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def mlp(in_dim: int, hidden: int, layers: int, dropout: float) -> nn.Sequential:
+    """``layers`` x (Linear -> ReLU -> Dropout), ending at ``hidden`` features."""
+    mods: list[nn.Module] = []
+    d = in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        d = hidden
+    return nn.Sequential(*mods)
+
+
+class Heads(nn.Module):
+    """Discrete head (``logits [B, C]``) and, when the dataset has valence, a valence head (``[B]``)."""
+
+    def __init__(self, hidden: int, num_classes: int, has_valence: bool) -> None:
+        super().__init__()
+        self.discrete = nn.Linear(hidden, num_classes)
+        self.valence = nn.Linear(hidden, 1) if has_valence else None
+
+    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"logits": self.discrete(h), "embedding": h}
+        if self.valence is not None:
+            out["valence"] = self.valence(h).squeeze(-1)
+        return out
+
+
+def build_fusion(name: str, input_dims: Mapping[str, int], num_classes: int, has_valence: bool,
+                 **params) -> FusionModel:
+    load_fusion_models()
+    return FUSION.get(name)(input_dims, num_classes, has_valence, **params)
+
+
+def load_fusion_models():
+    import importlib
+    import pkgutil
+
+    import fusion as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name != "base" and not mod.name.startswith("_"):
+            importlib.import_module(f"fusion.{mod.name}")
+    return FUSION

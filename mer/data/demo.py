@@ -1,0 +1,518 @@
+"""The embedded demo corpus: a small MER2023-style release generated from a seed on first use.
+
+``python -m mer.run`` needs data to run out of the box, and the real MER corpora sit behind a
+licence. :func:`demo_corpus` writes a stand-in in the **MER2023 release layout** (``train/``,
+``test1/``, ``test2/``, ``test3/`` mp4s, ``*-label.csv``, ``transcription-engchi-polish.csv``) from
+pip packages alone, so the same recipe, extractors, fusion and metrics run on it unchanged.
+
+How the signal is built, and why
+--------------------------------
+Every clip has a true class, a valence and an intensity. Each modality then *shows* a cue class
+drawn from its own confusion table (:data:`CUE_TABLES`): with some probability the true class,
+otherwise a muted (neutral) or confusable one. The three draws are independent given the true
+class, and the tables confuse different pairs:
+
+* face: strong on happy, surprise and angry; sad and worried look alike; often a poker face;
+* voice: strong on arousal (angry/happy/surprise sound alike, as do sad/worried/neutral);
+* text: explicit for happy, angry and sad; mostly silent on worried and surprise.
+
+So no modality is enough alone (a perfect reader of one modality scores about 0.5-0.62 weighted
+F1), while a model that fuses all three can reach about 0.8: fusion has to win, as it does on the
+real data. Intensity scales every cue (expression strength, prosody, intensifier words) and the
+valence, so valence is predictable from the media too. ``test2`` is corrupted as MER-NOISE is
+(babble at 5-10 dB SNR, pyramid blur x1/x2/x4) and its drawn settings are saved.
+
+Determinism: every clip is planned and rendered from a generator seeded by ``(seed, name)``,
+labels per split from ``(seed, split)``, so the output does not depend on worker scheduling.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .manifest import MER_CLASSES
+
+DEMO_VERSION = 1
+"""Bump whenever generated content changes: it is part of the corpus folder name."""
+
+COMPLETE_MARKER = "demo-corpus.json"
+"""Written last inside the temp folder; a corpus folder without it was not made by this module."""
+
+TEST_SPLITS = ("test1", "test2", "test3")
+NOISY_SPLIT = "test2"
+
+MER2023_TRAIN_COUNTS: Mapping[str, int] = {
+    "neutral": 871, "angry": 822, "happy": 689, "sad": 383, "worried": 462, "surprise": 146,
+}
+"""Class counts of the real MER2023 train set; the demo keeps its imbalance."""
+
+MIN_CLASS_SHARE = 0.05
+"""Floor per class, so a 240-clip train split still has 12 surprise clips to learn from."""
+
+VALENCE_MEAN: Mapping[str, float] = {
+    "neutral": 0.0, "angry": -2.5, "happy": 2.5, "sad": -2.5, "worried": -1.5, "surprise": 1.0,
+}
+
+SNR_CHOICES_DB = tuple(range(5, 11))
+BLUR_CHOICES = (1, 2, 4)
+
+CLIP_SECONDS = (2.0, 3.0)
+EMPTY_TRANSCRIPT_RATE = 0.04
+"""About as often as the real MER2023 transcripts are empty."""
+
+CueTable = Mapping[str, Mapping[str, float]]
+
+CUE_TABLES: Mapping[str, CueTable] = {
+    "face": {
+        "neutral": {"neutral": 0.85, "angry": 0.04, "sad": 0.04, "worried": 0.04, "happy": 0.03},
+        "angry": {"angry": 0.60, "neutral": 0.25, "worried": 0.10, "sad": 0.05},
+        "happy": {"happy": 0.65, "neutral": 0.30, "surprise": 0.05},
+        "sad": {"sad": 0.40, "worried": 0.25, "neutral": 0.35},
+        "worried": {"worried": 0.35, "sad": 0.30, "neutral": 0.35},
+        "surprise": {"surprise": 0.60, "happy": 0.10, "neutral": 0.30},
+    },
+    "voice": {
+        "neutral": {"neutral": 0.70, "sad": 0.15, "worried": 0.15},
+        "angry": {"angry": 0.45, "happy": 0.20, "surprise": 0.10, "neutral": 0.25},
+        "happy": {"happy": 0.45, "angry": 0.20, "surprise": 0.10, "neutral": 0.25},
+        "sad": {"sad": 0.50, "neutral": 0.35, "worried": 0.15},
+        "worried": {"worried": 0.45, "sad": 0.20, "neutral": 0.35},
+        "surprise": {"surprise": 0.45, "happy": 0.20, "angry": 0.10, "neutral": 0.25},
+    },
+    "text": {
+        "neutral": {"neutral": 0.90, "worried": 0.04, "happy": 0.03, "angry": 0.03},
+        "angry": {"angry": 0.50, "neutral": 0.50},
+        "happy": {"happy": 0.55, "neutral": 0.45},
+        "sad": {"sad": 0.50, "neutral": 0.50},
+        "worried": {"worried": 0.35, "neutral": 0.65},
+        "surprise": {"surprise": 0.35, "happy": 0.10, "neutral": 0.55},
+    },
+}
+"""P(cue a modality shows | true class). Rows sum to 1; see the module docstring for the why."""
+
+# ----------------------------------------------------------------------------------------------
+# Transcripts: a small parallel (english, chinese) phrase table
+# ----------------------------------------------------------------------------------------------
+
+_OPENERS: Sequence[tuple[str, str]] = (
+    ("", ""), ("", ""), ("", ""), ("Well, ", "嗯，"), ("You know, ", "你知道吗，"), ("Honestly, ", "说实话，"),
+    ("Look, ", "你看，"), ("I mean, ", "我是说，"), ("Oh, ", "哦，"), ("Listen, ", "听着，"), ("Hey, ", "嘿，"),
+)
+
+_INTENSIFIERS: Sequence[tuple[str, str]] = (("", "很"), ("really ", "真的很"), ("truly ", "非常"))
+"""Fills ``{int}`` by the clip's intensity: the words get stronger as the face and voice do."""
+
+_NEUTRAL_LINES: Sequence[tuple[str, str]] = (
+    ("The meeting starts at nine tomorrow.", "会议明天九点开始。"),
+    ("I took the bus to work this morning.", "我今天早上坐公交车去上班。"),
+    ("We still need to buy some vegetables.", "我们还需要买些蔬菜。"),
+    ("He said the report is on the desk.", "他说报告在桌子上。"),
+    ("Let's talk about it after dinner.", "我们吃完晚饭再谈吧。"),
+    ("The shop closes at eight.", "商店八点关门。"),
+    ("She moved to a new apartment last month.", "她上个月搬到了新公寓。"),
+    ("I need to call my brother later.", "我待会儿要给我哥打电话。"),
+    ("The weather is cloudy today.", "今天天气多云。"),
+    ("Please put the files in the second drawer.", "请把文件放在第二个抽屉里。"),
+    ("We can take the train instead.", "我们可以改坐火车。"),
+    ("My phone needs to be charged.", "我的手机需要充电了。"),
+    ("The class was moved to room three.", "课改到三号教室了。"),
+    ("I'll send you the address tonight.", "我今晚把地址发给你。"),
+    ("They are painting the kitchen this week.", "他们这周在粉刷厨房。"),
+    ("Did you lock the door?", "你锁门了吗？"),
+    ("The tea is on the table.", "茶在桌子上。"),
+    ("I usually walk the dog at six.", "我通常六点遛狗。"),
+    ("We have two more pages to read.", "我们还有两页要读。"),
+    ("The doctor's office is on the left.", "诊所在左边。"),
+    ("He works at the bank downtown.", "他在市中心的银行工作。"),
+    ("Let me check the schedule first.", "我先看一下日程安排。"),
+)
+
+_CUE_LINES: Mapping[str, Sequence[tuple[str, str]]] = {
+    "happy": (
+        ("This news is {int}wonderful!", "这个消息{int}棒！"),
+        ("I'm {int}happy to see you again.", "再见到你我{int}开心。"),
+        ("Haha, that was {int}fun!", "哈哈，那{int}好玩！"),
+        ("I love it, thank you so much!", "我太喜欢了，谢谢你！"),
+        ("We finally did it, I'm {int}proud of us!", "我们终于做到了，我{int}为我们骄傲！"),
+        ("Today was {int}lovely.", "今天过得{int}愉快。"),
+        ("I got the job, I'm {int}excited!", "我得到那份工作了，我{int}兴奋！"),
+        ("You made me laugh so hard.", "你让我笑得好开心。"),
+        ("Everything turned out great, I'm {int}glad.", "一切都很顺利，我{int}高兴。"),
+    ),
+    "angry": (
+        ("I'm {int}fed up with this!", "我{int}烦这件事！"),
+        ("How dare you say that to me?", "你怎么敢这样跟我说话？"),
+        ("Stop lying to me!", "别再对我撒谎了！"),
+        ("This is {int}unacceptable!", "这{int}让人无法接受！"),
+        ("Get out of my way!", "给我让开！"),
+        ("You never listen to me!", "你从来不听我说话！"),
+        ("I'm {int}angry with you.", "我对你{int}生气。"),
+        ("Don't you dare touch my things again!", "你再敢碰我的东西试试！"),
+        ("Who do you think you are?", "你以为你是谁？"),
+        ("That was {int}rude of you!", "你那样{int}没礼貌！"),
+    ),
+    "sad": (
+        ("I {int}miss her.", "我{int}想她。"),
+        ("Nobody cares about me anymore.", "再也没有人在乎我了。"),
+        ("I lost everything.", "我失去了一切。"),
+        ("I'm {int}heartbroken.", "我{int}伤心。"),
+        ("I feel so alone.", "我觉得好孤独。"),
+        ("He's gone and he's never coming back.", "他走了，再也不会回来了。"),
+        ("I'm {int}sorry it ended like this.", "事情这样结束，我{int}难过。"),
+        ("I cried all night.", "我哭了一整夜。"),
+        ("Nothing matters anymore.", "一切都不重要了。"),
+    ),
+    "worried": (
+        ("What if something goes wrong?", "万一出了问题怎么办？"),
+        ("I'm {int}worried about him.", "我{int}担心他。"),
+        ("I don't know what to do.", "我不知道该怎么办。"),
+        ("Will it be all right?", "会没事的吧？"),
+        ("I'm afraid we'll be too late.", "我怕我们会来不及。"),
+        ("I'm {int}nervous about the results.", "我对结果{int}紧张。"),
+        ("She hasn't called back yet, I hope she's okay.", "她还没回电话，希望她没事。"),
+        ("I can't stop thinking about the exam.", "我一直在想考试的事。"),
+        ("Are you sure it's safe?", "你确定这样安全吗？"),
+    ),
+    "surprise": (
+        ("Really? I had no idea!", "真的吗？我完全不知道！"),
+        ("Wow, you're here?", "哇，你怎么来了？"),
+        ("What? That's {int}unbelievable!", "什么？这{int}难以置信！"),
+        ("No way, seriously?", "不会吧，真的假的？"),
+        ("Oh! I didn't expect that at all.", "哦！我完全没想到。"),
+        ("You did all this for me?", "这些都是你为我做的？"),
+        ("I can't believe it's you!", "真不敢相信是你！"),
+        ("Wait, since when?", "等等，什么时候的事？"),
+        ("That's {int}surprising!", "这{int}出人意料！"),
+    ),
+}
+
+
+def _pick(rng: np.random.Generator, options: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    return options[int(rng.integers(len(options)))]
+
+
+def _after_opener(opener: str, sentence: str) -> str:
+    if opener and not (sentence.startswith("I ") or sentence.startswith("I'")):
+        return sentence[0].lower() + sentence[1:]
+    return sentence
+
+
+def compose_transcript(cue: str, intensity: float, rng: np.random.Generator) -> tuple[str, str]:
+    """An (english, chinese) utterance showing ``cue`` (``neutral`` = no emotion words)."""
+    if rng.random() < EMPTY_TRANSCRIPT_RATE:
+        return "", ""
+    opener_en, opener_zh = _pick(rng, _OPENERS)
+    if cue == "neutral":
+        core_en, core_zh = _pick(rng, _NEUTRAL_LINES)
+    else:
+        core_en, core_zh = _pick(rng, _CUE_LINES[cue])
+        level = min(int(intensity * len(_INTENSIFIERS)), len(_INTENSIFIERS) - 1)
+        core_en = core_en.replace("{int}", _INTENSIFIERS[level][0])
+        core_zh = core_zh.replace("{int}", _INTENSIFIERS[level][1])
+    en, zh = opener_en + _after_opener(opener_en, core_en), opener_zh + core_zh
+    if rng.random() < 0.3:  # small talk around the cue dilutes it, as in real dialogue
+        extra_en, extra_zh = _pick(rng, _NEUTRAL_LINES)
+        if rng.random() < 0.5:
+            en, zh = f"{extra_en} {en}", extra_zh + zh
+        else:
+            en, zh = f"{en} {extra_en}", zh + extra_zh
+    return en, zh
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning: what each clip shows (cheap, done up front in the parent process)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """Everything that decides one clip's content; the media are a pure function of it."""
+
+    seed: int
+    name: str
+    split: str
+    discrete: str
+    valence: float
+    intensity: float  # shared emotional strength in [0, 1]; also drives the valence magnitude
+    face_cue: str
+    face_intensity: float
+    voice_cue: str
+    voice_intensity: float
+    text_cue: str
+    english: str
+    chinese: str
+    duration_s: float
+    snr_db: int | None = None  # set on the noisy split only
+    blur_factor: int | None = None
+
+
+def clip_rng(seed: int, name: str, purpose: str) -> np.random.Generator:
+    """A generator that depends only on (seed, name, purpose), never on call order."""
+    digest = hashlib.sha256(f"{name}\x00{purpose}".encode()).digest()
+    return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
+
+
+def class_counts(n: int, floor_share: float = MIN_CLASS_SHARE) -> dict[str, int]:
+    """Split ``n`` clips over :data:`MER_CLASSES` like MER2023 train, with a floor for rare classes."""
+    if n <= 0:
+        return {c: 0 for c in MER_CLASSES}
+    total = sum(MER2023_TRAIN_COUNTS.values())
+    floor = min(math.ceil(floor_share * n), n // len(MER_CLASSES))
+    counts = {c: floor for c in MER_CLASSES}
+    left = n - floor * len(MER_CLASSES)
+    shares = {c: left * MER2023_TRAIN_COUNTS[c] / total for c in MER_CLASSES}
+    for c in MER_CLASSES:
+        counts[c] += int(shares[c])
+    by_remainder = sorted(MER_CLASSES, key=lambda c: (-(shares[c] - int(shares[c])), MER_CLASSES.index(c)))
+    for c in by_remainder[: n - sum(counts.values())]:
+        counts[c] += 1
+    return counts
+
+
+def split_names(n_train: int, n_per_test: int) -> dict[str, list[str]]:
+    """Sample names per split: ``sample_*`` numbered across train/test1/test2, ``samplenew_*`` for test3."""
+    names: dict[str, list[str]] = {}
+    k = 0
+    for split, n in (("train", n_train), ("test1", n_per_test), ("test2", n_per_test)):
+        names[split] = [f"sample_{k + i + 1:08d}" for i in range(n)]
+        k += n
+    names["test3"] = [f"samplenew_{i + 1:08d}" for i in range(n_per_test)]
+    return names
+
+
+def _draw_cue(rng: np.random.Generator, table: CueTable, true_class: str) -> str:
+    row = table[true_class]
+    cues = list(row)
+    return cues[int(rng.choice(len(cues), p=np.asarray([row[c] for c in cues]) / sum(row.values())))]
+
+
+def _cue_intensity(rng: np.random.Generator, cue: str, true_class: str, intensity: float) -> float:
+    if cue == "neutral":
+        return 0.0
+    if true_class == "neutral":  # a stray cue on a neutral clip is a mild one
+        return float(rng.uniform(0.3, 0.6))
+    return float(np.clip(intensity * rng.uniform(0.8, 1.2), 0.25, 1.0))
+
+
+def plan_clip(seed: int, name: str, split: str, discrete: str) -> ClipPlan:
+    """Draw one clip's cues, valence, transcript and (on the noisy split) corruption."""
+    rng = clip_rng(seed, name, "plan")
+    intensity = float(rng.uniform(0.35, 1.0)) if discrete != "neutral" else float(rng.uniform(0.0, 0.3))
+    valence = VALENCE_MEAN[discrete] * (0.4 + 0.9 * intensity) + rng.normal(0.0, 0.6)
+    valence = float(np.clip(np.round(valence * 4) / 4, -5.0, 5.0)) + 0.0
+    cues = {m: _draw_cue(rng, CUE_TABLES[m], discrete) for m in ("face", "voice", "text")}
+    face_intensity = _cue_intensity(rng, cues["face"], discrete, intensity)
+    voice_intensity = _cue_intensity(rng, cues["voice"], discrete, intensity)
+    text_intensity = _cue_intensity(rng, cues["text"], discrete, intensity)
+    english, chinese = compose_transcript(cues["text"], text_intensity, rng)
+    duration_s = float(np.round(rng.uniform(*CLIP_SECONDS) * 15) / 15)  # whole frames at 15 fps
+    noisy = split == NOISY_SPLIT
+    return ClipPlan(
+        seed=seed, name=name, split=split, discrete=discrete, valence=valence, intensity=intensity,
+        face_cue=cues["face"], face_intensity=face_intensity,
+        voice_cue=cues["voice"], voice_intensity=voice_intensity,
+        text_cue=cues["text"], english=english, chinese=chinese, duration_s=duration_s,
+        snr_db=int(rng.choice(SNR_CHOICES_DB)) if noisy else None,
+        blur_factor=int(rng.choice(BLUR_CHOICES)) if noisy else None,
+    )
+
+
+def plan_corpus(seed: int, n_train: int, n_per_test: int) -> list[ClipPlan]:
+    """Plans for every clip of every split, in split then name order."""
+    plans = []
+    for split, names in split_names(n_train, n_per_test).items():
+        labels = [c for c, k in class_counts(len(names)).items() for _ in range(k)]
+        order = clip_rng(seed, split, "labels").permutation(len(labels))
+        plans += [plan_clip(seed, name, split, labels[i]) for name, i in zip(names, order)]
+    return plans
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering (in worker processes)
+# ----------------------------------------------------------------------------------------------
+
+
+def render_clip(plan: ClipPlan, out_dir: str | Path) -> str:
+    """Write ``<out_dir>/<split>/<name>.mp4`` for ``plan``; returns the name."""
+    from . import demo_media as media
+
+    rng = clip_rng(plan.seed, plan.name, "media")
+    n_frames = int(round(plan.duration_s * media.FPS))
+    frames = media.render_frames(plan.face_cue, plan.face_intensity, n_frames, media.draw_face_shot(rng), rng,
+                                 blur_factor=plan.blur_factor or 1)
+    speaker = media.draw_speaker(rng)
+    audio = media.synth_voice(plan.voice_cue, plan.voice_intensity, speaker, plan.duration_s, rng)
+    if plan.snr_db is not None:
+        audio = media.mix_at_snr(audio, media.babble(audio.size, rng), plan.snr_db)
+    media.write_mp4(Path(out_dir) / plan.split / f"{plan.name}.mp4", frames, audio)
+    return plan.name
+
+
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # the pool is the parallelism; nested OpenCV threads only oversubscribe
+
+
+# ----------------------------------------------------------------------------------------------
+# The corpus
+# ----------------------------------------------------------------------------------------------
+
+
+def corpus_root(cache_dir: str | Path, seed: int = 0, n_train: int = 240, n_per_test: int = 20) -> Path:
+    """Where :func:`demo_corpus` puts (or finds) the corpus for these arguments."""
+    return Path(cache_dir) / "demo" / f"v{DEMO_VERSION}-seed{seed}-n{n_train}-{n_per_test}"
+
+
+def is_complete(root: str | Path) -> bool:
+    return (Path(root) / COMPLETE_MARKER).is_file()
+
+
+def demo_corpus(cache_dir: str | Path, seed: int = 0, n_train: int = 240, n_per_test: int = 20,
+                progress: bool = True, *, workers: int | None = None) -> Path:
+    """The root of the demo corpus in the MER2023 release layout, generated on first use.
+
+    Returns ``<cache_dir>/demo/v<DEMO_VERSION>-seed<seed>-n<n_train>-<n_per_test>/`` holding
+    ``train/ test1/ test2/ test3/`` mp4s (H.264 + AAC), ``{train,test1,test2}-label.csv``
+    (``name,discrete,valence``), ``test3-label.csv`` (``name,discrete``),
+    ``transcription-engchi-polish.csv`` (``name,chinese,english``), ``test2-corruption.csv``
+    (``name,snr_db,blur_factor``) and ``demo-cues.csv`` (what each modality shows; for analysis).
+
+    The corpus is built in a temp folder beside the root and renamed into place when complete,
+    so an interrupted run never leaves a corpus that looks finished; a later call returns an
+    existing root at once. ``workers`` (default: up to 2) render clips in parallel processes;
+    the output is the same for any number of workers.
+    """
+    if n_train < len(MER_CLASSES) or n_per_test < 1:
+        raise ValueError(f"need n_train >= {len(MER_CLASSES)} and n_per_test >= 1, got {n_train} and {n_per_test}")
+    root = corpus_root(cache_dir, seed, n_train, n_per_test)
+    if is_complete(root):
+        return root
+    if root.exists():
+        raise RuntimeError(f"{root} exists but has no {COMPLETE_MARKER}, so it was not made by demo_corpus; "
+                           "delete it and run again")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(root)
+    tmp = root.parent / f".{root.name}.partial-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    try:
+        _generate(tmp, seed, n_train, n_per_test, progress, workers)
+        _write_json(tmp / COMPLETE_MARKER, {
+            "demo_version": DEMO_VERSION, "seed": seed, "n_train": n_train, "n_per_test": n_per_test,
+            "layout": "mer2023", "generation_s": round(time.perf_counter() - started, 2),
+            "class_counts": {s: _counts_in(tmp, s) for s in ("train", *TEST_SPLITS)},
+            "cue_tables": CUE_TABLES, "valence_mean": VALENCE_MEAN, "packages": _package_versions(),
+        })
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not is_complete(root):  # not a lost race with another process: a real error
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _generate(out: Path, seed: int, n_train: int, n_per_test: int, progress: bool, workers: int | None) -> None:
+    plans = plan_corpus(seed, n_train, n_per_test)
+    for split in ("train", *TEST_SPLITS):
+        (out / split).mkdir(parents=True)
+    by_split: dict[str, list[ClipPlan]] = {}
+    for p in plans:
+        by_split.setdefault(p.split, []).append(p)
+    for split, rows in by_split.items():
+        header = ("name", "discrete") if split == "test3" else ("name", "discrete", "valence")
+        _write_csv(out / f"{split}-label.csv", header,
+                   [(p.name, p.discrete) if split == "test3" else (p.name, p.discrete, p.valence) for p in rows])
+    _write_csv(out / "transcription-engchi-polish.csv", ("name", "chinese", "english"),
+               [(p.name, p.chinese, p.english) for p in plans])
+    _write_csv(out / f"{NOISY_SPLIT}-corruption.csv", ("name", "snr_db", "blur_factor"),
+               [(p.name, p.snr_db, p.blur_factor) for p in by_split[NOISY_SPLIT]])
+    _write_csv(out / "demo-cues.csv",
+               ("name", "split", "discrete", "intensity", "face_cue", "voice_cue", "text_cue"),
+               [(p.name, p.split, p.discrete, round(p.intensity, 4), p.face_cue, p.voice_cue, p.text_cue)
+                for p in plans])
+
+    n_workers = min(workers or 2, os.cpu_count() or 1, len(plans))
+    bar = _progress_bar(len(plans), progress)
+    try:
+        if n_workers <= 1:
+            for p in plans:
+                render_clip(p, out)
+                bar.update(1)
+        else:
+            # spawn, not fork: the caller may already hold torch/OpenMP threads that fork would copy.
+            with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+                for fut in as_completed([pool.submit(render_clip, p, out) for p in plans]):
+                    fut.result()
+                    bar.update(1)
+    finally:
+        bar.close()
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="generating demo corpus", unit="clip", disable=not enabled)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _write_json(path: Path, payload) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, ensure_ascii=False)
+
+
+def _counts_in(out: Path, split: str) -> dict[str, int]:
+    with open(out / f"{split}-label.csv", encoding="utf-8") as f:
+        labels = [row["discrete"] for row in csv.DictReader(f)]
+    return {c: labels.count(c) for c in MER_CLASSES}
+
+
+def _package_versions() -> dict[str, str]:
+    import av
+    import cv2
+
+    return {"numpy": np.__version__, "opencv": cv2.__version__, "av": av.__version__}
+
+
+def _remove_stale_partials(root: Path) -> None:
+    """Delete temp folders of earlier runs on this host whose process is gone (crashed/killed)."""
+    prefix = f".{root.name}.partial-{socket.gethostname()}-"
+    for partial in root.parent.glob(f"{prefix}*"):
+        try:
+            pid = int(partial.name[len(prefix):].split("-")[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,191 @@
+"""The manifest: one :class:`Sample` per id, whatever layout the dataset was released in.
+
+Recipes (``mer/data/prepare_*.py``) turn a raw release into a :class:`Manifest`; everything after
+that (extractors, training, submissions) reads the manifest only and joins by sample name.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+MER_CLASSES: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+"""MER2023-2026 discrete labels, exact strings, in the official index order."""
+
+MELD_CLASSES: tuple[str, ...] = ("anger", "joy", "sadness", "neutral", "disgust", "fear", "surprise")
+"""MELD labels in MERBench's index order."""
+
+VALENCE_PLACEHOLDER = -10.0
+"""What the organisers' preprocessing writes for an unknown valence."""
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """What a dataset's labels look like: the class strings in index order and whether valence exists."""
+
+    classes: tuple[str, ...]
+    has_valence: bool = False
+    valence_range: tuple[float, float] = (-5.0, 5.0)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def index(self, label: str) -> int:
+        try:
+            return self.classes.index(label)
+        except ValueError:
+            raise ValueError(f"label {label!r} is not one of {list(self.classes)}") from None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One utterance/clip.
+
+    ``discrete``/``valence`` are ``None`` where the label is unknown (withheld test labels,
+    unlabelled pools). ``transcripts`` maps a language (``english``, ``chinese``...) to text; an
+    empty string is a real, empty transcript. Media paths are absolute or ``None``.
+    """
+
+    name: str
+    split: str
+    video_path: str | None = None
+    audio_path: str | None = None
+    face_path: str | None = None
+    transcripts: Mapping[str, str] = field(default_factory=dict)
+    discrete: str | None = None
+    valence: float | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_labelled(self) -> bool:
+        return self.discrete is not None
+
+    def text(self, language: str) -> str | None:
+        """The transcript in ``language``; ``None`` when the sample has none in that language."""
+        return self.transcripts.get(language)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["transcripts"] = dict(self.transcripts)
+        d["meta"] = dict(self.meta)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Sample":
+        return cls(**{**d, "transcripts": dict(d.get("transcripts") or {}), "meta": dict(d.get("meta") or {})})
+
+
+@dataclass
+class Manifest:
+    """All samples of one dataset plus its label spec.
+
+    ``train_split`` names the split cross-validation runs on; every other split is predicted.
+    """
+
+    dataset: str
+    label_spec: LabelSpec
+    samples: list[Sample]
+    train_split: str = "train"
+    root: str | None = None
+
+    def __post_init__(self) -> None:
+        counts = Counter(s.name for s in self.samples)
+        dup = [n for n, c in counts.items() if c > 1]
+        if dup:
+            raise ValueError(f"{self.dataset}: {len(dup)} duplicate sample names, e.g. {dup[:3]}")
+        for s in self.samples:
+            if s.discrete is not None and s.discrete not in self.label_spec.classes:
+                raise ValueError(f"{self.dataset}: sample {s.name} has label {s.discrete!r}, "
+                                 f"not one of {list(self.label_spec.classes)}")
+            if s.valence is not None and not math.isfinite(s.valence):
+                raise ValueError(f"{self.dataset}: sample {s.name} has a non-finite valence")
+        self._by_name = {s.name: s for s in self.samples}
+
+    # --- access ---------------------------------------------------------------------------
+    @property
+    def splits(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for s in self.samples:
+            seen.setdefault(s.split, None)
+        return list(seen)
+
+    def split(self, name: str) -> list[Sample]:
+        out = [s for s in self.samples if s.split == name]
+        if not out:
+            raise KeyError(f"{self.dataset} has no split {name!r}; splits: {self.splits}")
+        return out
+
+    @property
+    def test_splits(self) -> list[str]:
+        return [s for s in self.splits if s != self.train_split]
+
+    def __getitem__(self, name: str) -> Sample:
+        return self._by_name[name]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.samples]
+
+    def modalities_present(self) -> set[str]:
+        """Which raw inputs exist for at least one sample: ``text``, ``audio``, ``visual``."""
+        out = set()
+        for s in self.samples:
+            if s.transcripts:
+                out.add("text")
+            if s.audio_path or s.video_path:
+                out.add("audio")
+            if s.video_path or s.face_path:
+                out.add("visual")
+        return out
+
+    def subset(self, names: Iterable[str]) -> "Manifest":
+        return Manifest(self.dataset, self.label_spec, [self._by_name[n] for n in names],
+                        self.train_split, self.root)
+
+    def summary(self) -> str:
+        lines = [f"{self.dataset}: {len(self)} samples, classes {list(self.label_spec.classes)}"
+                 f"{', valence' if self.label_spec.has_valence else ''}"]
+        for sp in self.splits:
+            ss = self.split(sp)
+            labelled = sum(s.is_labelled for s in ss)
+            lines.append(f"  {sp}: {len(ss)} samples, {labelled} labelled")
+        return "\n".join(lines)
+
+    # --- persistence (JSONL: one header line, then one sample per line) ---------------------
+    def to_jsonl(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            header = {"dataset": self.dataset, "classes": list(self.label_spec.classes),
+                      "has_valence": self.label_spec.has_valence,
+                      "valence_range": list(self.label_spec.valence_range),
+                      "train_split": self.train_split, "root": self.root}
+            f.write(json.dumps({"manifest": header}, ensure_ascii=False) + "\n")
+            for s in self.samples:
+                f.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_jsonl(cls, path: str | os.PathLike) -> "Manifest":
+        with open(path, encoding="utf-8") as f:
+            header = json.loads(f.readline())["manifest"]
+            samples = [Sample.from_json(json.loads(line)) for line in f if line.strip()]
+        spec = LabelSpec(tuple(header["classes"]), header["has_valence"], tuple(header["valence_range"]))
+        return cls(header["dataset"], spec, samples, header["train_split"], header.get("root"))
+
+
+def label_arrays(samples: Sequence[Sample], spec: LabelSpec):
+    """``(y_class [N] int64 with -1 for unknown, y_valence [N] float32 with nan for unknown)``."""
+    import numpy as np
+
+    y = np.array([spec.index(s.discrete) if s.discrete is not None else -1 for s in samples], dtype=np.int64)
+    v = np.array([s.valence if s.valence is not None else np.nan for s in samples], dtype=np.float32)
+    return y, v

