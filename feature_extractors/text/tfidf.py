@@ -20,7 +20,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor
-from feature_extractors.text.minilm import transcript_or_failure
+from feature_extractors.text import transcript_or_failure
 from mer.data.manifest import Sample
 
 _ANALYZERS = ("auto", "word", "char")

@@ -8,19 +8,23 @@ pip packages alone, so the same recipe, extractors, fusion and metrics run on it
 How the signal is built, and why
 --------------------------------
 Every clip has a true class, a valence and an intensity. Each modality then *shows* a cue class
-drawn from its own confusion table (:data:`CUE_TABLES`): with some probability the true class,
-otherwise a muted (neutral) or confusable one. The three draws are independent given the true
-class, and the tables confuse different pairs:
+drawn from its own confusion table (:data:`CUE_TABLES`): the true class with some probability,
+otherwise a muted (neutral) or a confusable one. The three draws are independent given the true
+class, and the tables leave different gaps:
 
 * face: strong on happy, surprise and angry; sad and worried look alike; often a poker face;
-* voice: strong on arousal (angry/happy/surprise sound alike, as do sad/worried/neutral);
-* text: explicit for happy, angry and sad; mostly silent on worried and surprise.
+* voice: prosody shows each class about half the time; high-arousal classes get mixed up;
+* text: emotion words most reliably for sad and worried, where the face is weakest; otherwise
+  small talk.
 
-So no modality is enough alone (a perfect reader of one modality scores about 0.5-0.62 weighted
-F1), while a model that fuses all three can reach about 0.8: fusion has to win, as it does on the
-real data. Intensity scales every cue (expression strength, prosody, intensifier words) and the
-valence, so valence is predictable from the media too. ``test2`` is corrupted as MER-NOISE is
-(babble at 5-10 dB SNR, pyramid blur x1/x2/x4) and its drawn settings are saved.
+So no modality is enough alone (a perfect reader of one scores 0.60-0.67 weighted F1 by the
+tables), while all three together allow 0.86: fusion has to win, as it does on the real data.
+Muted cues outnumber confusable ones, so the evidence is complementary more than contradictory,
+which keeps fusion learnable from a 240-clip train split.
+
+Intensity scales every cue (expression strength, prosody, intensifier words) and the valence, so
+valence is predictable from the media too. ``test2`` is corrupted as MER-NOISE is (babble at
+5-10 dB SNR, pyramid blur x1/x2/x4) and its drawn settings are saved in ``test2-corruption.csv``.
 
 Determinism: every clip is planned and rendered from a generator seeded by ``(seed, name)``,
 labels per split from ``(seed, split)``, so the output does not depend on worker scheduling.
@@ -44,6 +48,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import demo_media as media
 from .manifest import MER_CLASSES
 
 DEMO_VERSION = 1
@@ -61,7 +66,7 @@ MER2023_TRAIN_COUNTS: Mapping[str, int] = {
 """Class counts of the real MER2023 train set; the demo keeps its imbalance."""
 
 MIN_CLASS_SHARE = 0.05
-"""Floor per class, so a 240-clip train split still has 12 surprise clips to learn from."""
+"""Floor per class, so a 240-clip train split has 12 surprise clips to learn from (MER2023: 4.3 %)."""
 
 VALENCE_MEAN: Mapping[str, float] = {
     "neutral": 0.0, "angry": -2.5, "happy": 2.5, "sad": -2.5, "worried": -1.5, "surprise": 1.0,
@@ -78,28 +83,28 @@ CueTable = Mapping[str, Mapping[str, float]]
 
 CUE_TABLES: Mapping[str, CueTable] = {
     "face": {
-        "neutral": {"neutral": 0.85, "angry": 0.04, "sad": 0.04, "worried": 0.04, "happy": 0.03},
-        "angry": {"angry": 0.60, "neutral": 0.25, "worried": 0.10, "sad": 0.05},
-        "happy": {"happy": 0.65, "neutral": 0.30, "surprise": 0.05},
-        "sad": {"sad": 0.40, "worried": 0.25, "neutral": 0.35},
-        "worried": {"worried": 0.35, "sad": 0.30, "neutral": 0.35},
-        "surprise": {"surprise": 0.60, "happy": 0.10, "neutral": 0.30},
+        "neutral": {"neutral": 0.88, "angry": 0.03, "sad": 0.03, "worried": 0.03, "happy": 0.03},
+        "angry": {"angry": 0.55, "neutral": 0.40, "worried": 0.05},
+        "happy": {"happy": 0.60, "neutral": 0.40},
+        "sad": {"sad": 0.40, "worried": 0.20, "neutral": 0.40},
+        "worried": {"worried": 0.35, "sad": 0.25, "neutral": 0.40},
+        "surprise": {"surprise": 0.55, "happy": 0.05, "neutral": 0.40},
     },
     "voice": {
-        "neutral": {"neutral": 0.70, "sad": 0.15, "worried": 0.15},
-        "angry": {"angry": 0.45, "happy": 0.20, "surprise": 0.10, "neutral": 0.25},
-        "happy": {"happy": 0.45, "angry": 0.20, "surprise": 0.10, "neutral": 0.25},
-        "sad": {"sad": 0.50, "neutral": 0.35, "worried": 0.15},
-        "worried": {"worried": 0.45, "sad": 0.20, "neutral": 0.35},
-        "surprise": {"surprise": 0.45, "happy": 0.20, "angry": 0.10, "neutral": 0.25},
+        "neutral": {"neutral": 0.84, "sad": 0.08, "worried": 0.08},
+        "angry": {"angry": 0.50, "happy": 0.10, "neutral": 0.40},
+        "happy": {"happy": 0.50, "angry": 0.10, "neutral": 0.40},
+        "sad": {"sad": 0.55, "worried": 0.05, "neutral": 0.40},
+        "worried": {"worried": 0.50, "sad": 0.10, "neutral": 0.40},
+        "surprise": {"surprise": 0.50, "happy": 0.10, "neutral": 0.40},
     },
     "text": {
-        "neutral": {"neutral": 0.90, "worried": 0.04, "happy": 0.03, "angry": 0.03},
+        "neutral": {"neutral": 0.92, "worried": 0.03, "happy": 0.03, "angry": 0.02},
         "angry": {"angry": 0.50, "neutral": 0.50},
         "happy": {"happy": 0.55, "neutral": 0.45},
-        "sad": {"sad": 0.50, "neutral": 0.50},
-        "worried": {"worried": 0.35, "neutral": 0.65},
-        "surprise": {"surprise": 0.35, "happy": 0.10, "neutral": 0.55},
+        "sad": {"sad": 0.70, "neutral": 0.30},
+        "worried": {"worried": 0.60, "sad": 0.05, "neutral": 0.35},
+        "surprise": {"surprise": 0.45, "happy": 0.05, "neutral": 0.50},
     },
 }
 """P(cue a modality shows | true class). Rows sum to 1; see the module docstring for the why."""
@@ -116,29 +121,52 @@ _OPENERS: Sequence[tuple[str, str]] = (
 _INTENSIFIERS: Sequence[tuple[str, str]] = (("", "很"), ("really ", "真的很"), ("truly ", "非常"))
 """Fills ``{int}`` by the clip's intensity: the words get stronger as the face and voice do."""
 
-_NEUTRAL_LINES: Sequence[tuple[str, str]] = (
-    ("The meeting starts at nine tomorrow.", "会议明天九点开始。"),
-    ("I took the bus to work this morning.", "我今天早上坐公交车去上班。"),
-    ("We still need to buy some vegetables.", "我们还需要买些蔬菜。"),
-    ("He said the report is on the desk.", "他说报告在桌子上。"),
-    ("Let's talk about it after dinner.", "我们吃完晚饭再谈吧。"),
-    ("The shop closes at eight.", "商店八点关门。"),
-    ("She moved to a new apartment last month.", "她上个月搬到了新公寓。"),
-    ("I need to call my brother later.", "我待会儿要给我哥打电话。"),
-    ("The weather is cloudy today.", "今天天气多云。"),
-    ("Please put the files in the second drawer.", "请把文件放在第二个抽屉里。"),
-    ("We can take the train instead.", "我们可以改坐火车。"),
-    ("My phone needs to be charged.", "我的手机需要充电了。"),
-    ("The class was moved to room three.", "课改到三号教室了。"),
-    ("I'll send you the address tonight.", "我今晚把地址发给你。"),
-    ("They are painting the kitchen this week.", "他们这周在粉刷厨房。"),
-    ("Did you lock the door?", "你锁门了吗？"),
-    ("The tea is on the table.", "茶在桌子上。"),
-    ("I usually walk the dog at six.", "我通常六点遛狗。"),
-    ("We have two more pages to read.", "我们还有两页要读。"),
-    ("The doctor's office is on the left.", "诊所在左边。"),
-    ("He works at the bank downtown.", "他在市中心的银行工作。"),
-    ("Let me check the schedule first.", "我先看一下日程安排。"),
+# Small talk is composed (subject x time x action, ~3,000 sentences) rather than picked from a
+# short list: repeated neutral sentences with random labels would let a text model memorise
+# noise, and real transcripts rarely repeat.
+_SUBJECTS: Sequence[tuple[str, str]] = (
+    ("I", "我"), ("We", "我们"), ("He", "他"), ("She", "她"), ("They", "他们"), ("My brother", "我哥哥"),
+    ("Our neighbour", "我们的邻居"), ("The manager", "经理"), ("My mother", "我妈妈"), ("Xiao Li", "小李"),
+)
+_TIMES: Sequence[tuple[str, str]] = (
+    ("", ""), ("yesterday", "昨天"), ("this morning", "今天早上"), ("last week", "上周"), ("on Monday", "周一"),
+    ("after lunch", "午饭后"), ("last night", "昨晚"), ("at noon", "中午"), ("two days ago", "两天前"),
+    ("this afternoon", "今天下午"),
+)
+_ACTIONS: Sequence[tuple[str, str]] = (
+    ("took the bus to work", "坐公交车去上班"), ("bought some vegetables", "买了些蔬菜"),
+    ("moved the meeting to room three", "把会议改到了三号房间"), ("called the landlord", "给房东打了电话"),
+    ("sent the address", "发了地址"), ("painted the kitchen", "粉刷了厨房"), ("walked the dog", "遛了狗"),
+    ("read two chapters", "读了两章"), ("went to the bank", "去了银行"), ("fixed the printer", "修好了打印机"),
+    ("cooked some noodles", "煮了面条"), ("cleaned the car", "洗了车"), ("checked the schedule", "看了日程安排"),
+    ("returned the books", "还了书"), ("charged the phone", "给手机充了电"), ("met the new teacher", "见了新老师"),
+    ("ordered a taxi", "叫了一辆出租车"), ("put the files in the drawer", "把文件放进了抽屉"),
+    ("watered the plants", "给植物浇了水"), ("paid the electricity bill", "交了电费"),
+    ("changed the train tickets", "改了火车票"), ("wrote the report", "写了报告"),
+    ("visited the doctor", "去看了医生"), ("carried the boxes upstairs", "把箱子搬上了楼"),
+    ("locked the door", "锁了门"), ("made some tea", "泡了些茶"), ("opened a new account", "开了一个新账户"),
+    ("repaired the window", "修了窗户"), ("picked up the parcel", "取了包裹"), ("printed the forms", "打印了表格"),
+)
+
+# Emotion words put in shared frames: the word, not a memorised sentence, carries the cue.
+_CUE_WORDS: Mapping[str, Sequence[tuple[str, str]]] = {
+    "happy": (("happy", "开心"), ("glad", "高兴"), ("delighted", "愉快"), ("thrilled", "兴奋"), ("pleased", "满意")),
+    "angry": (("angry", "生气"), ("furious", "愤怒"), ("annoyed", "恼火"), ("mad", "气愤"), ("irritated", "烦躁")),
+    "sad": (("sad", "难过"), ("heartbroken", "心碎"), ("miserable", "痛苦"), ("lonely", "孤独"), ("down", "失落")),
+    "worried": (("worried", "担心"), ("nervous", "紧张"), ("anxious", "焦虑"), ("scared", "害怕"), ("uneasy", "不安")),
+    "surprise": (("surprised", "惊讶"), ("shocked", "震惊"), ("amazed", "吃惊"), ("stunned", "意外"),
+                 ("astonished", "诧异")),
+}
+_TOPICS: Sequence[tuple[str, str]] = (
+    ("the rent", "房租"), ("the trip", "这次旅行"), ("the exam", "考试"), ("what he said", "他说的话"),
+    ("the news", "这个消息"), ("my boss", "我老板"), ("the results", "结果"), ("the party", "聚会"),
+    ("that phone call", "那通电话"), ("the letter", "那封信"), ("the new job", "新工作"), ("the wedding", "婚礼"),
+)
+_CUE_FRAMES: Sequence[tuple[str, str]] = (
+    ("I'm {int}{word} about {topic}.", "关于{topic}，我{int}{word}。"),
+    ("{Topic} made me {int}{word}.", "{topic}让我{int}{word}。"),
+    ("I feel {int}{word} right now.", "我现在觉得{int}{word}。"),
+    ("I was {int}{word} when I heard about {topic}.", "听说{topic}的时候，我{int}{word}。"),
 )
 
 _CUE_LINES: Mapping[str, Sequence[tuple[str, str]]] = {
@@ -211,21 +239,36 @@ def _after_opener(opener: str, sentence: str) -> str:
     return sentence
 
 
+def _small_talk(rng: np.random.Generator) -> tuple[str, str]:
+    subj_en, subj_zh = _pick(rng, _SUBJECTS)
+    time_en, time_zh = _pick(rng, _TIMES)
+    act_en, act_zh = _pick(rng, _ACTIONS)
+    return f"{subj_en} {act_en}{' ' + time_en if time_en else ''}.", f"{subj_zh}{time_zh}{act_zh}。"
+
+
+def _cue_sentence(cue: str, intensity: float, rng: np.random.Generator) -> tuple[str, str]:
+    level = min(int(intensity * len(_INTENSIFIERS)), len(_INTENSIFIERS) - 1)
+    int_en, int_zh = _INTENSIFIERS[level]
+    if rng.random() < 0.5:
+        en, zh = _pick(rng, _CUE_LINES[cue])
+        return en.replace("{int}", int_en), zh.replace("{int}", int_zh)
+    frame_en, frame_zh = _pick(rng, _CUE_FRAMES)
+    word_en, word_zh = _pick(rng, _CUE_WORDS[cue])
+    topic_en, topic_zh = _pick(rng, _TOPICS)
+    en = frame_en.format(int=int_en, word=word_en, topic=topic_en, Topic=topic_en[0].upper() + topic_en[1:])
+    zh = frame_zh.format(int=int_zh, word=word_zh, topic=topic_zh)
+    return en, zh
+
+
 def compose_transcript(cue: str, intensity: float, rng: np.random.Generator) -> tuple[str, str]:
-    """An (english, chinese) utterance showing ``cue`` (``neutral`` = no emotion words)."""
+    """An (english, chinese) utterance showing ``cue`` (``neutral`` = small talk, no emotion words)."""
     if rng.random() < EMPTY_TRANSCRIPT_RATE:
         return "", ""
     opener_en, opener_zh = _pick(rng, _OPENERS)
-    if cue == "neutral":
-        core_en, core_zh = _pick(rng, _NEUTRAL_LINES)
-    else:
-        core_en, core_zh = _pick(rng, _CUE_LINES[cue])
-        level = min(int(intensity * len(_INTENSIFIERS)), len(_INTENSIFIERS) - 1)
-        core_en = core_en.replace("{int}", _INTENSIFIERS[level][0])
-        core_zh = core_zh.replace("{int}", _INTENSIFIERS[level][1])
+    core_en, core_zh = _small_talk(rng) if cue == "neutral" else _cue_sentence(cue, intensity, rng)
     en, zh = opener_en + _after_opener(opener_en, core_en), opener_zh + core_zh
-    if rng.random() < 0.3:  # small talk around the cue dilutes it, as in real dialogue
-        extra_en, extra_zh = _pick(rng, _NEUTRAL_LINES)
+    if rng.random() < 0.35:  # small talk around the cue dilutes it, as in real dialogue
+        extra_en, extra_zh = _small_talk(rng)
         if rng.random() < 0.5:
             en, zh = f"{extra_en} {en}", extra_zh + zh
         else:
@@ -267,19 +310,22 @@ def clip_rng(seed: int, name: str, purpose: str) -> np.random.Generator:
 
 
 def class_counts(n: int, floor_share: float = MIN_CLASS_SHARE) -> dict[str, int]:
-    """Split ``n`` clips over :data:`MER_CLASSES` like MER2023 train, with a floor for rare classes."""
-    if n <= 0:
-        return {c: 0 for c in MER_CLASSES}
+    """Split ``n`` clips over :data:`MER_CLASSES` like MER2023 train, lifting rare classes to a floor.
+
+    Largest-remainder rounding of the MER2023 proportions; a class under ``ceil(floor_share * n)``
+    is raised to it at the expense of the largest classes, so the imbalance is otherwise kept.
+    """
     total = sum(MER2023_TRAIN_COUNTS.values())
-    floor = min(math.ceil(floor_share * n), n // len(MER_CLASSES))
-    counts = {c: floor for c in MER_CLASSES}
-    left = n - floor * len(MER_CLASSES)
-    shares = {c: left * MER2023_TRAIN_COUNTS[c] / total for c in MER_CLASSES}
-    for c in MER_CLASSES:
-        counts[c] += int(shares[c])
-    by_remainder = sorted(MER_CLASSES, key=lambda c: (-(shares[c] - int(shares[c])), MER_CLASSES.index(c)))
+    shares = {c: n * MER2023_TRAIN_COUNTS[c] / total for c in MER_CLASSES}
+    counts = {c: int(shares[c]) for c in MER_CLASSES}
+    by_remainder = sorted(MER_CLASSES, key=lambda c: (-(shares[c] - counts[c]), MER_CLASSES.index(c)))
     for c in by_remainder[: n - sum(counts.values())]:
         counts[c] += 1
+    floor = min(math.ceil(floor_share * n), n // len(MER_CLASSES))
+    for c in MER_CLASSES:
+        while counts[c] < floor:
+            counts[max(MER_CLASSES, key=lambda k: (counts[k], -MER_CLASSES.index(k)))] -= 1
+            counts[c] += 1
     return counts
 
 
@@ -319,7 +365,7 @@ def plan_clip(seed: int, name: str, split: str, discrete: str) -> ClipPlan:
     voice_intensity = _cue_intensity(rng, cues["voice"], discrete, intensity)
     text_intensity = _cue_intensity(rng, cues["text"], discrete, intensity)
     english, chinese = compose_transcript(cues["text"], text_intensity, rng)
-    duration_s = float(np.round(rng.uniform(*CLIP_SECONDS) * 15) / 15)  # whole frames at 15 fps
+    duration_s = float(np.round(rng.uniform(*CLIP_SECONDS) * media.FPS) / media.FPS)  # whole frames
     noisy = split == NOISY_SPLIT
     return ClipPlan(
         seed=seed, name=name, split=split, discrete=discrete, valence=valence, intensity=intensity,
@@ -348,8 +394,6 @@ def plan_corpus(seed: int, n_train: int, n_per_test: int) -> list[ClipPlan]:
 
 def render_clip(plan: ClipPlan, out_dir: str | Path) -> str:
     """Write ``<out_dir>/<split>/<name>.mp4`` for ``plan``; returns the name."""
-    from . import demo_media as media
-
     rng = clip_rng(plan.seed, plan.name, "media")
     n_frames = int(round(plan.duration_s * media.FPS))
     frames = media.render_frames(plan.face_cue, plan.face_intensity, n_frames, media.draw_face_shot(rng), rng,
@@ -379,6 +423,7 @@ def corpus_root(cache_dir: str | Path, seed: int = 0, n_train: int = 240, n_per_
 
 
 def is_complete(root: str | Path) -> bool:
+    """Whether ``root`` holds a finished corpus (its marker is written last, then the folder renamed)."""
     return (Path(root) / COMPLETE_MARKER).is_file()
 
 
@@ -458,9 +503,15 @@ def _generate(out: Path, seed: int, n_train: int, n_per_test: int, progress: boo
         else:
             # spawn, not fork: the caller may already hold torch/OpenMP threads that fork would copy.
             with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-                for fut in as_completed([pool.submit(render_clip, p, out) for p in plans]):
-                    fut.result()
-                    bar.update(1)
+                futures = [pool.submit(render_clip, p, out) for p in plans]
+                try:
+                    for fut in as_completed(futures):
+                        fut.result()
+                        bar.update(1)
+                except BaseException:  # fail now, not after rendering every clip still queued
+                    for fut in futures:
+                        fut.cancel()
+                    raise
     finally:
         bar.close()
 

@@ -54,7 +54,7 @@ _MOUTH_INSIDE_RGB = (52.0, 18.0, 20.0)
 
 @dataclass(frozen=True)
 class _FaceTemplate:
-    neutral: np.ndarray  # [H, W, 3] uint8 RGB: mouth and brows painted out, neutral mouth redrawn
+    neutral: np.ndarray  # [H, W, 3] uint8 RGB: mouth and brows painted out (drawn per frame)
     smile: np.ndarray  # [H, W, 3] uint8 RGB: the photo as taken (a real smile)
     smile_alpha: np.ndarray  # [H, W, 1] float32: where the real smile replaces the painted-out mouth
     person_alpha: np.ndarray  # [H, W] float32: 1 on the person, 0 on the studio background
@@ -72,7 +72,7 @@ def face_template() -> _FaceTemplate:
     hsv = cv2.cvtColor(roi, cv2.COLOR_RGB2HSV)
     backdrop = ((hsv[..., 2] > 150) & (hsv[..., 1] < 45)).astype(np.uint8)
     backdrop = cv2.morphologyEx(backdrop, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n_parts, parts = cv2.connectedComponents(backdrop)
+    _, parts = cv2.connectedComponents(backdrop)
     edge_parts = set(np.unique(np.concatenate([parts[0], parts[:, 0], parts[:, -1]]))) - {0}
     background = np.isin(parts, list(edge_parts)).astype(np.uint8)
     person = cv2.morphologyEx(1 - background, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
@@ -359,7 +359,7 @@ def draw_speaker(rng: np.random.Generator) -> Speaker:
         formant_scale=float(rng.uniform(1.05, 1.2) if female else rng.uniform(0.9, 1.03)),
         rate_scale=float(rng.uniform(0.85, 1.15)),
         breathiness=float(rng.uniform(0.01, 0.06)),
-        gain_db=float(rng.uniform(-4, 4)),
+        gain_db=float(rng.uniform(-3, 3)),
         room_snr_db=float(rng.uniform(22, 40)),
     )
 
@@ -428,7 +428,9 @@ def synth_voice(cls: str, intensity: float, speaker: Speaker, duration_s: float,
     Syllables are vowels with an optional fricative or plosive onset, so tempo shows up in the
     onset rate and zero-crossing rate, and voice quality in the spectral shape, as in real speech.
     """
-    a = float(np.clip(intensity, 0.0, 1.0))
+    # Prosody is subtler than a face at equal intensity (and speakers differ more), so a voice that
+    # carries an emotion at all starts 40 % of the way to the full prosody.
+    a = 0.4 + 0.6 * float(np.clip(intensity, 0.0, 1.0)) if intensity > 0 else 0.0
     p, p0 = PROSODY[cls], PROSODY["neutral"]
     n = int(round(duration_s * sr))
     f0_base = speaker.f0_hz * _blend(1.0, p.f0_scale, a)
@@ -561,7 +563,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray, fps: int 
     One encoder thread and fixed settings make the bytes a function of the inputs alone.
     """
     with av.open(str(path), mode="w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "superfast",
+        video = container.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "superfast",
                                                                    "threads": "1"})
         video.width, video.height = frames.shape[2], frames.shape[1]
         video.pix_fmt = "yuv420p"
