@@ -59,6 +59,7 @@ def plain(node: Any) -> dict[str, Any]:
 def load_manifest(cfg: DictConfig) -> Manifest:
     data = cfg.data
     options = dict(plain(data.get("options")))
+    options.setdefault("dataset", str(data.name))
     if data.name == "demo" and not data.root:
         from mer.data.demo import demo_corpus
 

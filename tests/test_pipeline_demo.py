@@ -18,6 +18,12 @@ SMALL = ["data.demo.n_train=48", "data.demo.n_per_test=6", "train.epochs=6", "tr
          "progress=false"]
 
 
+def _untracked():
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                         capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else None
+
+
 def _cfg(base, overrides=()):
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.cache_dir={base / 'cache'}",
@@ -94,8 +100,10 @@ def test_cli_multirun_over_fusion_models(demo_run, tmp_path):
     cmd = [sys.executable, "-m", "mer.run", "-m", "fusion=attention,mlp", "modalities=[text,audio]",
            f"paths.cache_dir={base / 'cache'}", f"paths.runs_dir={tmp_path}", "tracking=none",
            "ablate_modalities=false", *SMALL]
+    before = _untracked()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _untracked() == before             # nothing written into the source tree
     results = sorted(tmp_path.glob("multirun/*/*/results.json"))
     assert len(results) == 2
     for r in results:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -105,8 +106,10 @@ def fill_entry(entry: CacheEntry, extractor: Extractor, samples: Sequence[Sample
             finally:
                 bar.close()
         entry.consolidate()
-    for f in report.failures[:5]:
-        log.warning("%s: %s", f.reason, f.message)
-    if report.failed > 5:
-        log.warning("... and %d more failures, listed in %s/failures.jsonl", report.failed - 5, entry.path)
+    if report.failures:
+        by_reason = Counter(f.reason for f in report.failures)
+        reasons = ", ".join(f"{r} {n}" for r, n in by_reason.most_common())
+        log.warning("%s: %d of %d samples have no feature (%s), e.g. %s; all are listed in %s",
+                    extractor.name, report.failed, len(samples), reasons, report.failures[0].message,
+                    entry.path / "failures.jsonl")
     return report
