@@ -219,10 +219,68 @@ def default_out_dir(cfg: DictConfig) -> Path:
         return Path(cfg.paths.runs_dir) / str(cfg.data.name) / str(cfg.track.name) / stamp
 
 
+def score_tests(res: MultiSeedResult, tests: Mapping[str, Split]) -> dict[str, float]:
+    """``{<split>_<metric>: value}`` of the ensembled test predictions, for splits with labels."""
+    out: dict[str, float] = {}
+    for sp, p in res.test_predictions().items():
+        sc = score_predictions(tests[sp].y, p.probs, tests[sp].v, p.valence)
+        out.update({f"{sp}_{k}": v for k, v in sc.items()})
+    return out
+
+
+def results_row(ablation: Mapping[str, Any], fusion: str, n_seeds: int) -> dict[str, str]:
+    """One line of the printed table: CV mean (± std over seeds) and the test scores."""
+    mods, summ = ablation["modalities"], ablation["cv"]
+    row = {"modalities": "+".join(mods), "fusion": fusion if len(mods) > 1 else "-"}
+    for k in ("wf1", "acc", "mse", "combined"):
+        if f"cv_{k}" in summ:
+            row[f"cv_{k}"] = _fmt(summ[f"cv_{k}"]["mean"], summ[f"cv_{k}"]["std"], n_seeds)
+    row.update({k: f"{v:.4f}" for k, v in ablation["test"].items() if k.endswith(("_wf1", "_combined"))})
+    return row
+
+
+def run_metrics(ablation: list[Mapping[str, Any]], n_seeds: int) -> dict[str, float]:
+    """Tracked metrics: the fused setting's CV (and std over seeds) and test scores, plus each
+    single modality's CV headline."""
+    fused = ablation[-1]
+    metrics: dict[str, float] = {}
+    for k, ms in fused["cv"].items():
+        metrics[k] = ms["mean"]
+        if n_seeds > 1:
+            metrics[f"{k}_std"] = ms["std"]
+    metrics.update({f"test_{k}": v for k, v in fused["test"].items()})
+    for abl in ablation[:-1]:
+        name = "+".join(abl["modalities"])
+        metrics.update({f"unimodal_{name}_{k}": v["mean"] for k, v in abl["cv"].items()
+                        if k in {"cv_wf1", "cv_combined"}})
+    return metrics
+
+
+def write_predictions(out: Path, manifest: Manifest, train: Split, oof: Predictions,
+                      tests: Mapping[str, Predictions], modalities: list[str]) -> Path:
+    """Per-sample predictions (out-of-fold and per test split), the per-class table and the
+    confusion matrix of the out-of-fold predictions."""
+    from mer.evaluation.reports import per_class_table, plot_confusion_matrix
+
+    classes = list(manifest.label_spec.classes)
+    pred_dir = out / "predictions"
+    pred_dir.mkdir(exist_ok=True)
+    oof_df = predictions_frame(manifest, oof)
+    oof_df.insert(1, "true", [classes[i] for i in train.y])
+    oof_df.to_csv(pred_dir / f"{manifest.train_split}-oof.csv", index=False)
+    for sp, p in tests.items():
+        predictions_frame(manifest, p).to_csv(pred_dir / f"{sp}.csv", index=False)
+    y_oof = oof.probs.argmax(1)
+    per_class_table(train.y, y_oof, classes).to_csv(out / "per_class_cv.csv")
+    plot_confusion_matrix(train.y, y_oof, classes, out / "confusion_matrix_cv.png",
+                          title=f"{manifest.dataset} CV (out-of-fold), {'+'.join(modalities)}")
+    return pred_dir
+
+
 # --- the run --------------------------------------------------------------------------------
 def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
     """Walk the whole way for one config. Tests call this directly; ``python -m mer.run`` wraps it."""
-    from mer.evaluation.reports import per_class_table, plot_confusion_matrix, results_table
+    from mer.evaluation.reports import results_table
 
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir else default_out_dir(cfg)
@@ -258,61 +316,21 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
                              n_folds=n_folds, strategy=strategy, progress=bool(cfg.progress))
 
         fused_mods = sorted(bundle.modalities)
-        result: MultiSeedResult = cv(fused_mods)
-        rows = []
-        ablation = []
-        settings = [(fused_mods, result)]
+        settings = [(fused_mods, cv(fused_mods))]
         if cfg.get("ablate_modalities") and len(fused_mods) > 1:
             settings = [([m], cv([m])) for m in fused_mods] + settings
-        for mods, res in settings:
-            summ = res.summary()
-            test_scores = {}
-            for sp, p in res.test_predictions().items():
-                sc = score_predictions(tests[sp].y, p.probs, tests[sp].v, p.valence)
-                test_scores.update({f"{sp}_{k}": v for k, v in sc.items()})
-            row = {"modalities": "+".join(mods), "fusion": cfg.fusion.name if len(mods) > 1 else "-"}
-            for k in ("wf1", "acc", "mse", "combined"):
-                if f"cv_{k}" in summ:
-                    row[f"cv_{k}"] = _fmt(summ[f"cv_{k}"]["mean"], summ[f"cv_{k}"]["std"], len(seeds))
-            for k, v in test_scores.items():
-                if k.endswith(("_wf1", "_combined")):
-                    row[k] = f"{v:.4f}"
-            rows.append(row)
-            ablation.append({"modalities": mods, "cv": summ, "test": test_scores})
-        metrics: dict[str, float] = {}
-        for k, ms in result.summary().items():
-            metrics[k] = ms["mean"]
-            if len(seeds) > 1:
-                metrics[f"{k}_std"] = ms["std"]
+        ablation = [{"modalities": mods, "cv": res.summary(), "test": score_tests(res, tests)}
+                    for mods, res in settings]
+        rows = [results_row(a, str(cfg.fusion.name), len(seeds)) for a in ablation]
+        result: MultiSeedResult = settings[-1][1]
+        metrics = run_metrics(ablation, len(seeds))
         for r in result.runs:
             for f in r.folds:
                 tracker.log_metrics({f"fold_{k}": v for k, v in f.items() if k not in {"fold", "n_train", "n_val"}},
                                     step=r.seed * 100 + f["fold"])
-        test_preds = result.test_predictions()
-        for sp, p in test_preds.items():
-            sc = score_predictions(tests[sp].y, p.probs, tests[sp].v, p.valence)
-            metrics.update({f"test_{sp}_{k}": v for k, v in sc.items()})
-        for abl in ablation[:-1]:
-            mname = "+".join(abl["modalities"])
-            metrics.update({f"unimodal_{mname}_{k}": v["mean"] for k, v in abl["cv"].items()
-                            if k in {"cv_wf1", "cv_combined"}})
         tracker.log_metrics(metrics)
-
-        # artifacts: predictions, per-class table, confusion matrix, submissions
-        classes = manifest.label_spec.classes
-        oof = result.oof_predictions()
-        pred_dir = out / "predictions"
-        pred_dir.mkdir(exist_ok=True)
-        oof_df = predictions_frame(manifest, oof)
-        oof_df.insert(1, "true", [classes[i] for i in train.y])
-        oof_df.to_csv(pred_dir / f"{manifest.train_split}-oof.csv", index=False)
-        for sp, p in test_preds.items():
-            predictions_frame(manifest, p).to_csv(pred_dir / f"{sp}.csv", index=False)
-        y_oof = oof.probs.argmax(1)
-        table = per_class_table(train.y, y_oof, list(classes))
-        table.to_csv(out / "per_class_cv.csv")
-        plot_confusion_matrix(train.y, y_oof, list(classes), out / "confusion_matrix_cv.png",
-                              title=f"{manifest.dataset} CV (out-of-fold), {'+'.join(fused_mods)}")
+        test_preds = result.test_predictions()
+        pred_dir = write_predictions(out, manifest, train, result.oof_predictions(), test_preds, fused_mods)
         subs = write_submissions(cfg, manifest, test_preds, out)
         text_table = results_table(rows)
         (out / "results.md").write_text(text_table + "\n")

@@ -1,7 +1,7 @@
 """Read MERBench label ``.npz`` files without running arbitrary pickles.
 
 MERBench stores each corpus as a 0-d object array whose payload is a pickle of
-``{name: {'emo': str | int, 'val': float}}``. ``np.load(..., allow_pickle=True)`` would execute
+``{name: {'emo': str | int, 'val': float}}``. Loading it with numpy's pickle-enabled ``np.load`` would execute
 whatever the pickle asks for, so a tampered label file could run code on the training machine.
 :func:`load_label_npz` opens the npz as a zip, parses each ``.npy`` header itself and unpickles
 object payloads with :class:`RestrictedUnpickler`, which only resolves the few numpy callables a
