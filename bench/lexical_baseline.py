@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from sklearn.linear_model import LogisticRegression
 
 from mer.evaluation.metrics import weighted_f1
-from mer.pipeline import build_features, load_manifest, make_estimator, make_splits
+from mer.pipeline import build_features, load_manifest, make_estimator, make_splits, resolve_metric
 from mer.setup_env import configure_environment
 from mer.training.cv import run_seeds, stratified_folds
 
@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     bundle, _, _ = build_features(cfg, manifest, "cpu")
     train, _ = make_splits(manifest, bundle)
     X, present = train.X.modalities["text"].X, train.X.modalities["text"].present
-    metric = "combined" if manifest.label_spec.has_valence else "wf1"
+    metric = resolve_metric(cfg, manifest)
     print(f"{manifest.dataset}: {len(train)} labelled training samples, text features "
           f"{args.features} dim {X.shape[1]}, {int((~present).sum())} without text")
     est = make_estimator(cfg, manifest, metric, "cpu")

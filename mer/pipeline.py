@@ -50,7 +50,7 @@ def plain(node: Any) -> dict[str, Any]:
     """A config node (or None) as a plain dict, interpolations resolved."""
     if node is None:
         return {}
-    if isinstance(node, (DictConfig,)):
+    if isinstance(node, DictConfig):
         return OmegaConf.to_container(node, resolve=True)
     return dict(node)
 
@@ -58,7 +58,7 @@ def plain(node: Any) -> dict[str, Any]:
 # --- data -----------------------------------------------------------------------------------
 def load_manifest(cfg: DictConfig) -> Manifest:
     data = cfg.data
-    options = dict(plain(data.get("options")))
+    options = plain(data.get("options"))
     options.setdefault("dataset", str(data.name))
     if data.name == "demo" and not data.root:
         from mer.data.demo import demo_corpus
@@ -219,10 +219,10 @@ def default_out_dir(cfg: DictConfig) -> Path:
         return Path(cfg.paths.runs_dir) / str(cfg.data.name) / str(cfg.track.name) / stamp
 
 
-def score_tests(res: MultiSeedResult, tests: Mapping[str, Split]) -> dict[str, float]:
+def score_tests(preds: Mapping[str, Predictions], tests: Mapping[str, Split]) -> dict[str, float]:
     """``{<split>_<metric>: value}`` of the ensembled test predictions, for splits with labels."""
     out: dict[str, float] = {}
-    for sp, p in res.test_predictions().items():
+    for sp, p in preds.items():
         sc = score_predictions(tests[sp].y, p.probs, tests[sp].v, p.valence)
         out.update({f"{sp}_{k}": v for k, v in sc.items()})
     return out
@@ -319,19 +319,20 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
         settings = [(fused_mods, cv(fused_mods))]
         if cfg.get("ablate_modalities") and len(fused_mods) > 1:
             settings = [([m], cv([m])) for m in fused_mods] + settings
-        ablation = [{"modalities": mods, "cv": res.summary(), "test": score_tests(res, tests)}
-                    for mods, res in settings]
+        test_preds = [res.test_predictions() for _, res in settings]
+        ablation = [{"modalities": mods, "cv": res.summary(), "test": score_tests(preds, tests)}
+                    for (mods, res), preds in zip(settings, test_preds)]
         rows = [results_row(a, str(cfg.fusion.name), len(seeds)) for a in ablation]
         result: MultiSeedResult = settings[-1][1]
+        fused_preds = test_preds[-1]
         metrics = run_metrics(ablation, len(seeds))
         for r in result.runs:
             for f in r.folds:
                 tracker.log_metrics({f"fold_{k}": v for k, v in f.items() if k not in {"fold", "n_train", "n_val"}},
                                     step=r.seed * 100 + f["fold"])
         tracker.log_metrics(metrics)
-        test_preds = result.test_predictions()
-        pred_dir = write_predictions(out, manifest, train, result.oof_predictions(), test_preds, fused_mods)
-        subs = write_submissions(cfg, manifest, test_preds, out)
+        pred_dir = write_predictions(out, manifest, train, result.oof_predictions(), fused_preds, fused_mods)
+        subs = write_submissions(cfg, manifest, fused_preds, out)
         text_table = results_table(rows)
         (out / "results.md").write_text(text_table + "\n")
         summary = {"metric": metric, "metrics": metrics, "ablation": ablation, "features": feat_info,
