@@ -1,10 +1,23 @@
 """The extractor contract.
 
 An extractor is a named class with a frozen ``Config`` dataclass. Construction is cheap (no
-weights): listing, hashing and validating never touch weights. ``setup(device)`` loads weights
-once; ``extract_batch(samples)`` returns one result per sample, in order: a float32 array
-(``[D]`` at utterance level, ``[T, D]`` at frame level) or an :class:`ExtractionFailure` that says
-why that one sample has no feature. A failure never stops the batch.
+weights): listing, hashing and validating never touch weights. Work comes in two stages:
+
+* ``load(sample)`` -- the CPU stage: read and decode the sample's media (audio samples, frames,
+  face crops, the transcript) into the model's input, a picklable value (numpy arrays, strings).
+  It runs in supervised decoding worker processes (per-sample timeout, memory cap, a native
+  crash costs only that sample) and so must not use anything ``setup`` loads; light per-process
+  resources (a Haar cascade) are created lazily. Bad input raises :class:`MediaError` (or any
+  exception) or returns an :class:`ExtractionFailure`.
+* ``forward(samples, inputs)`` -- the model stage: one batched call in the main process after
+  ``setup(device)``, on the accelerator when there is one. It returns one result per sample, in
+  order: a float32 array (``[D]`` at utterance level, ``[T, D]`` at frame level) or an
+  :class:`ExtractionFailure` that says why that one sample has no feature.
+
+``extract_batch(samples)`` chains the two in-process (tests, small jobs). Decoding of batch k+1
+overlaps the forward of batch k when the cache filler runs workers. A failure never stops the
+batch. ``context`` (an :class:`ExtractContext`, set by the filler before workers start) tells
+``load`` where shared intermediate caches live, e.g. the face crops every visual extractor reuses.
 
 Extractors that learn state from the corpus (TF-IDF's vocabulary) implement ``fit(samples)``;
 their ``state_digest()`` then covers the fitted state, so the cache key changes with it.
@@ -41,6 +54,21 @@ class ExtractionFailure:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class ExtractContext:
+    """Where an extraction runs: shared intermediate caches (face crops, ASR transcripts) live
+    under ``<cache_root>/<dataset>/<condition>/``. ``None`` fields: no shared cache."""
+
+    cache_root: str | None = None
+    dataset: str = "default"
+    condition: str = "clean"
+
+    def shared_dir(self, kind: str) -> str | None:
+        if not self.cache_root:
+            return None
+        return os.path.join(self.cache_root, self.dataset, self.condition, kind)
+
+
 class Extractor:
     name: ClassVar[str] = ""
     modality: ClassVar[str] = ""
@@ -64,6 +92,7 @@ class Extractor:
             cfg = dataclasses.replace(cfg, **overrides)
         self.config = cfg
         self.device = "cpu"
+        self.context = ExtractContext()
         self._ready = False
 
     # --- identity (cheap, no weights loaded) ---------------------------------------------
@@ -93,11 +122,61 @@ class Extractor:
         self.device = device
         self._ready = True
 
+    def load(self, sample: Sample) -> Any:
+        """CPU stage (worker process): the sample's decoded model input. Default: the sample."""
+        return sample
+
+    def forward(self, samples: Sequence[Sample], inputs: Sequence[Any]
+                ) -> list[np.ndarray | ExtractionFailure]:
+        """Model stage (main process, after ``setup``): one result per sample, in order.
+        ``inputs[i]`` is what ``load(samples[i])`` returned (never a failure)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither forward nor extract_batch")
+
     def extract_batch(self, samples: Sequence[Sample]) -> list[np.ndarray | ExtractionFailure]:
-        raise NotImplementedError
+        """Both stages in this process; a sample whose ``load`` fails is a failure, the rest go on."""
+        if not self._ready:
+            self.setup(self.device)
+        loaded = [load_or_failure(self, s) for s in samples]
+        ok = [i for i, x in enumerate(loaded) if not isinstance(x, ExtractionFailure)]
+        out: list[np.ndarray | ExtractionFailure] = list(loaded)
+        if ok:
+            results = self.forward([samples[i] for i in ok], [loaded[i] for i in ok])
+            if len(results) != len(ok):
+                raise RuntimeError(f"{self.name}.forward returned {len(results)} results for {len(ok)} samples")
+            for i, r in zip(ok, results):
+                out[i] = r
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers get the extractor before setup: never ship loaded weights across processes.
+        state = dict(self.__dict__)
+        for k in getattr(self, "_transient", ()):
+            state[k] = None
+        state["_ready"] = False
+        return state
+
+    _transient: ClassVar[tuple[str, ...]] = ()
+    """Attribute names ``setup`` fills (models, tokenizers) that are dropped when pickled."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
+
+
+def load_or_failure(extractor: Extractor, sample: Sample) -> Any:
+    """``extractor.load(sample)`` with every exception turned into an :class:`ExtractionFailure`
+    (``MediaError`` keeps its reason; anything else is ``decode_error`` naming the exception)."""
+    from feature_extractors.audio.io import MediaError
+
+    try:
+        return extractor.load(sample)
+    except MediaError as err:
+        return err.to_failure(sample.name)
+    except MemoryError:
+        return ExtractionFailure(sample.name, "out_of_memory",
+                                 f"decoding {sample.name} for {extractor.name} ran out of memory")
+    except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
+        return ExtractionFailure(sample.name, "decode_error",
+                                 f"{extractor.name} could not load {sample.name}: {type(err).__name__}: {err}")
 
 
 # Options that change speed but never the numbers are left out of the key.

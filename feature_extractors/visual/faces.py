@@ -162,3 +162,72 @@ def resize_square(frame: np.ndarray, box: Box, size: int) -> np.ndarray:
     patch = frame[y:y + h, x:x + w]
     interp = cv2.INTER_AREA if max(w, h) > size else cv2.INTER_LINEAR
     return cv2.resize(patch, (size, size), interpolation=interp)
+
+
+# --- the face pipeline as one component ------------------------------------------------------
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """How face crops are made; every visual extractor that works on faces embeds one, so its
+    cache key covers it, and extractors with equal ``FaceConfig`` share the cached crops."""
+
+    detector: str = "haar"            # a registered detector name
+    detector_weights: str = ""        # model file for detectors that need one (YuNet .onnx, ...)
+    scale_factor: float = 1.1         # Haar detectMultiScale arguments
+    min_neighbors: int = 5
+    min_face_px: int = 30
+    detect_max_side: int = 480        # frames are shrunk to this longer side for detection
+    margin: float = 0.1               # square crop side = max(w, h) * (1 + 2 * margin)
+    size: int = 112                   # crop side in pixels (the organisers' openface_face size)
+    max_frames: int = 64              # frames sampled uniformly per clip (0: every frame)
+
+
+@dataclass
+class FaceClip:
+    """The main face of one clip: ``crops`` uint8 ``[K, S, S, 3]`` RGB in frame order;
+    ``frame_index`` int64 ``[K]`` the source frame each crop comes from; ``total_frames`` and
+    ``fps`` of the source (fps 0.0 when unknown, e.g. for released crops); ``source`` is
+    ``"video"`` (detected here) or ``"release"`` (the organisers' crops)."""
+
+    crops: np.ndarray
+    frame_index: np.ndarray
+    total_frames: int
+    fps: float
+    source: str
+
+
+def make_detector(cfg: FaceConfig) -> FaceDetector:
+    if cfg.detector == "haar":
+        return HaarFaceDetector(scale_factor=cfg.scale_factor, min_neighbors=cfg.min_neighbors,
+                                min_size=(cfg.min_face_px,) * 2, max_side=cfg.detect_max_side)
+    raise ValueError(f"unknown face detector {cfg.detector!r}; known: ['haar']")
+
+
+def load_face_clip(sample, cfg: FaceConfig, context=None) -> FaceClip:
+    """The main-face crops of ``sample``: the organisers' crops when ``sample.face_path`` is set
+    (resized to ``cfg.size``), else detected and tracked in its video. Raises
+    :class:`~feature_extractors.audio.io.MediaError` (``no_media``, decode reasons, ``no_face``).
+    ``context`` (an ``ExtractContext``) names where crops are shared between extractors."""
+    import cv2
+
+    from feature_extractors.audio.io import MediaError
+    from feature_extractors.visual.video import read_face_npy, read_frames, uniform_indices
+
+    n = cfg.max_frames or None
+    if sample.face_path:
+        crops = read_face_npy(sample.face_path)
+        total = len(crops)
+        idx = uniform_indices(total, n) if n else np.arange(total)
+        crops = crops[idx]
+        if crops.shape[1:3] != (cfg.size, cfg.size):
+            interp = cv2.INTER_AREA if crops.shape[1] > cfg.size else cv2.INTER_LINEAR
+            crops = np.stack([cv2.resize(c, (cfg.size, cfg.size), interpolation=interp) for c in crops])
+        return FaceClip(np.ascontiguousarray(crops), idx.astype(np.int64), total, 0.0, "release")
+    if not sample.video_path:
+        raise MediaError("no_media", f"sample {sample.name} has neither a video_path nor a face_path")
+    frames, fps, total = read_frames(sample.video_path, num_frames=n if n else 1 << 30)
+    idx = uniform_indices(total, n) if n else np.arange(total)
+    crops, found = crop_faces(frames, make_detector(cfg), size=cfg.size, margin=cfg.margin)
+    if len(crops) == 0:
+        raise MediaError("no_face", f"no face in {len(found)} sampled frames of {sample.name}")
+    return FaceClip(crops, idx[found].astype(np.int64), total, fps, "video")
