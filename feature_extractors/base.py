@@ -89,6 +89,11 @@ class Extractor:
             if unknown:
                 raise TypeError(f"extractor {self.name!r} has no option(s) {unknown}; "
                                 f"options: {sorted(known)}")
+            # A nested config (e.g. a FaceConfig) may come from YAML as a mapping of its fields.
+            for key, value in overrides.items():
+                current = getattr(cfg, key)
+                if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
+                    overrides[key] = dataclasses.replace(current, **value)
             cfg = dataclasses.replace(cfg, **overrides)
         self.config = cfg
         self.device = "cpu"
@@ -181,8 +186,8 @@ def load_or_failure(extractor: Extractor, sample: Sample) -> Any:
 
 # Options that change speed but never the numbers are left out of the key.
 _NOT_IN_KEY = {"batch_size", "num_workers", "device", "num_threads",
-               # the digest of the weights is in the key; where they lie is not
-               "weights_path", "model_path"}
+               # the digest of the weights is in the key; where they lie (or their tag) is not
+               "weights_path", "model_path", "weights"}
 
 
 def _cache_relevant(config: Mapping[str, Any]) -> dict[str, Any]:

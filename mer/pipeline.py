@@ -19,9 +19,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from feature_extractors.base import MODALITIES, build_extractor
-from mer.cache.fill import fill_entry
-from mer.cache.store import FeatureStore
+from mer.features import fill_options, fill_stream, plan_streams
 from mer.data.bundle import FeatureBundle, ModalityFeatures
 from mer.data.manifest import Manifest, label_arrays
 from mer.data.recipes import prepare
@@ -87,49 +85,29 @@ def dataset_cache_id(cfg: DictConfig, manifest: Manifest) -> str:
 # --- features -------------------------------------------------------------------------------
 def build_features(cfg: DictConfig, manifest: Manifest, device: str, condition: str = "clean"
                    ) -> tuple[FeatureBundle, dict[str, Any], list[dict]]:
-    store = FeatureStore(Path(cfg.paths.cache_dir) / "features")
-    dataset_id = dataset_cache_id(cfg, manifest)
-    present_inputs = manifest.modalities_present()
-    wanted = set(cfg.modalities) if cfg.get("modalities") else None
     names = manifest.names()
     mods: dict[str, ModalityFeatures] = {}
     info: dict[str, Any] = {}
     failures: list[dict] = []
-    # Each key of cfg.features is a feature stream: text/audio/visual by default, and any extra
-    # stream (e.g. +features.text_zh={name:tfidf,options:{language:chinese}}) fuses as its own input.
-    for stream, fc in cfg.features.items():
-        if fc is None or not fc.get("name"):
-            continue
-        options = plain(fc.get("options"))
-        extractor = build_extractor(fc.name, options)
-        modality = extractor.modality
-        if stream in MODALITIES and modality != stream:
-            raise SystemExit(f"features.{stream}={fc.name} is a {modality} extractor")
-        if wanted is not None and stream not in wanted and modality not in wanted:
-            continue
-        if modality not in present_inputs:
-            log.info("%s: the dataset has no %s input; the stream is skipped", stream, modality)
-            continue
-        if extractor.needs_fit:
-            extractor.fit(manifest.split(manifest.train_split))
-        entry = store.entry(dataset_id, extractor.identity(), condition)
+    opts = fill_options(cfg)
+    for s in plan_streams(cfg, manifest, dataset_cache_id(cfg, manifest), condition):
+        stream, entry, name = s.stream, s.entry, s.extractor.name
         t0 = time.perf_counter()
-        report = fill_entry(entry, extractor, manifest.samples, device=device, progress=bool(cfg.progress),
-                            desc=f"{stream}:{fc.name}")
+        report = fill_stream(s, manifest.samples, device=device, progress=bool(cfg.progress), opts=opts)
         X, present = entry.load_matrix(names)
         fails = entry.failures()
         for n in names:
             if n in fails:
                 f = fails[n]
-                failures.append({"stream": stream, "modality": modality, "extractor": fc.name, "name": n,
+                failures.append({"stream": stream, "modality": s.modality, "extractor": name, "name": n,
                                  "reason": f.reason, "message": f.message})
         mods[stream] = ModalityFeatures(X, present, source=entry.path.name)
-        info[stream] = {"extractor": fc.name, "modality": modality, "cache_key": entry.key,
+        info[stream] = {"extractor": name, "modality": s.modality, "cache_key": entry.key,
                         "entry": str(entry.path), "dim": int(X.shape[1]), "present": int(present.sum()),
                         "total": len(names), "extracted_now": report.extracted, "from_cache": report.cached,
                         "seconds": round(time.perf_counter() - t0, 2)}
         absent = len(names) - int(present.sum())
-        log.info("%s: %s, dim %d, %d/%d samples (%d extracted now, %d from cache)%s", stream, fc.name,
+        log.info("%s: %s, dim %d, %d/%d samples (%d extracted now, %d from cache)%s", stream, name,
                  X.shape[1], present.sum(), len(names), report.extracted, report.cached,
                  f"; {absent} without a feature are masked (see failures.jsonl)" if absent else "")
     if not mods:

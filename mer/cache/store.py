@@ -7,11 +7,15 @@ Layout of an entry ``<root>/<dataset>/<condition>/<extractor>-<hash8>/``::
     parts/part-*.npz       features of one flushed batch (names, data, offsets); each written
                            atomically (temp file, fsync, rename), so a crash loses at most the
                            batch in flight
+    index.jsonl            append-only: one line per part (file, sha256, names); a torn last
+                           line is ignored, and a part without a line is read directly
     gen-<n>/features.npy   consolidated features (utterance: [N, D]; frame: [sum T, D]) for
-    gen-<n>/names.json     memory-mapped loading, plus offsets.npy at frame level
+    gen-<n>/names.json     memory-mapped loading, plus offsets.npy at frame level; meta.json
+                           holds their sha256 (checked by ``python -m mer.cache verify``)
     failures.jsonl         one line per sample that produced no feature (reason + message);
                            append-only, a torn last line is ignored
-    .lock                  held (flock) by the process filling the entry
+    .lock                  flock held while writing (a part, failures, consolidation); several
+                           processes may fill one entry at once (shards of one job)
 
 A sample is *done* when it has a feature or a recorded failure; a fill only extracts the samples
 that are not done, so an interrupted fill resumes where it stopped.
@@ -223,11 +227,34 @@ class CacheEntry:
             return int(_read_part(parts[0])[1].shape[-1])
         return None
 
+    def _index(self) -> dict[str, dict[str, Any]]:
+        """part file name -> its index line (file, sha256, names), torn last line ignored."""
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            with open(self.path / "index.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        d = json.loads(line)
+                        out[d["part"]] = d
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue
+        except FileNotFoundError:
+            pass
+        return out
+
     def done_names(self) -> set[str]:
+        """Names with a feature or a recorded failure (what a fill skips); cheap: reads the
+        consolidated names, the part index and the failures, not the feature data."""
         cnames, _, _ = self._consolidated()
         done = set(cnames)
+        index = self._index()
         for p in self._parts():
-            done.update(_read_part(p)[0])
+            line = index.get(p.name)
+            if line is not None:
+                done.update(line["names"])
+            else:                               # written, then the process died before indexing it
+                with contextlib.suppress(Exception):
+                    done.update(_read_part(p)[0])
         done.update(self.failures())
         return done
 
@@ -251,18 +278,30 @@ class CacheEntry:
             bad = [n for n, a in zip(names, arrays) if not np.isfinite(a).all()]
             raise ValueError(f"non-finite features for {bad[:5]}; the extractor must return a failure instead")
         buf = _npz_bytes(names=np.array(list(names), dtype=str), data=data, offsets=offsets)
-        atomic_write_bytes(self.path / "parts" / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz", buf)
+        part = self.path / "parts" / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+        atomic_write_bytes(part, buf)
+        _append_lines(self.path / "index.jsonl", [{"part": part.name, "sha256": hashlib.sha256(buf).hexdigest(),
+                                                   "names": list(names)}])
+
+    def clear_failures(self, reasons: Sequence[str] | None = None) -> int:
+        """Forget recorded failures (all, or those with one of ``reasons``) so the next fill
+        retries them, e.g. after a ``timeout`` on a busy machine. Returns how many."""
+        with self.lock():
+            fails = self.failures()
+            keep = [f for f in fails.values() if reasons is not None and f.reason not in reasons]
+            dropped = len(fails) - len(keep)
+            if dropped:
+                lines = "".join(json.dumps({"name": f.name, "reason": f.reason, "message": f.message},
+                                           ensure_ascii=False) + "\n" for f in keep)
+                atomic_write_bytes(self.path / "failures.jsonl", lines.encode())
+        return dropped
 
     def record_failures(self, failures: Sequence[Failure]) -> None:
         if not failures:
             return
         self._ensure_meta()
-        with open(self.path / "failures.jsonl", "a", encoding="utf-8") as f:
-            for fl in failures:
-                f.write(json.dumps({"name": fl.name, "reason": fl.reason, "message": fl.message},
-                                   ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append_lines(self.path / "failures.jsonl", [{"name": fl.name, "reason": fl.reason,
+                                                      "message": fl.message} for fl in failures])
 
     def consolidate(self) -> None:
         """Fold all parts into a new memory-mappable generation, then drop the parts.
@@ -291,13 +330,69 @@ class CacheEntry:
         atomic_write_json(gen / "names.json", names)
         old = meta.get("generation")
         meta.update(generation=gen_no, dim=int(data.shape[-1]) if data.size else meta.get("dim"),
-                    count=len(names), updated=time.time())
+                    count=len(names), updated=time.time(),
+                    checksums={f.name: _sha256_file(f) for f in sorted(gen.iterdir()) if f.suffix in (".npy", ".json")})
         atomic_write_json(self.path / "meta.json", meta)
+        # Index lines of parts written after our listing (another shard) must survive.
+        folded = {p.name for p in parts}
+        keep = [line for name, line in self._index().items() if name not in folded]
+        atomic_write_bytes(self.path / "index.jsonl",
+                           "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in keep).encode())
         for p in parts:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         if old is not None:
             shutil.rmtree(self.path / f"gen-{old}", ignore_errors=True)
+
+    def verify(self, repair: bool = False) -> list[str]:
+        """Check every part against its indexed sha256 and the consolidated generation against
+        the checksums in meta.json; returns the problems found (empty: all good). With
+        ``repair`` a corrupt part is deleted and a corrupt generation dropped from meta.json,
+        so the next fill redoes exactly those samples."""
+        problems: list[str] = []
+        index = self._index()
+        with self.lock():
+            for p in self._parts():
+                line = index.get(p.name)
+                digest = _sha256_file(p)
+                bad = None
+                if line is None:
+                    try:
+                        _read_part(p)
+                    except Exception as err:  # noqa: BLE001
+                        bad = f"{p} is unreadable and unindexed ({type(err).__name__})"
+                elif line.get("sha256") != digest:
+                    bad = f"{p} does not match its checksum in index.jsonl"
+                if bad:
+                    problems.append(bad)
+                    if repair:
+                        p.unlink()
+            meta = self._meta()
+            if meta and meta.get("generation") is not None:
+                gen = self.path / f"gen-{meta['generation']}"
+                sums = meta.get("checksums") or {}
+                for fname, want in sums.items():
+                    f = gen / fname
+                    if not f.is_file():
+                        problems.append(f"{f} is missing")
+                    elif _sha256_file(f) != want:
+                        problems.append(f"{f} does not match its checksum in meta.json")
+                if not sums:
+                    problems.append(f"{gen} has no recorded checksums (written by an older mer)")
+                if repair and any(str(gen) in p for p in problems):
+                    meta.update(generation=None, count=0, checksums={})
+                    atomic_write_json(self.path / "meta.json", meta)
+                    shutil.rmtree(gen, ignore_errors=True)
+        return problems
+
+    def mark_used(self) -> None:
+        """Touch the ``.used`` marker: ``python -m mer.cache gc --unused-days`` reads it."""
+        with contextlib.suppress(OSError):
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / ".used").touch()
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
     def summary(self) -> dict[str, Any]:
         meta = self._meta() or {}
@@ -309,6 +404,42 @@ def _row(data: np.ndarray, offsets: np.ndarray | None, i: int) -> np.ndarray:
     if offsets is None or len(offsets) == 0:
         return np.asarray(data[i])
     return np.asarray(data[offsets[i]:offsets[i + 1]])
+
+
+def last_used(entry_path: Path) -> float:
+    """When a run last filled or read an entry: its ``.used`` marker's mtime, else meta.json's."""
+    for name in (".used", "meta.json"):
+        with contextlib.suppress(FileNotFoundError):
+            return (Path(entry_path) / name).stat().st_mtime
+    return 0.0
+
+
+def _append_lines(path: Path, objs: Sequence[Mapping[str, Any]]) -> None:
+    """Append JSON lines durably. One ``write`` of all lines on an O_APPEND descriptor:
+    concurrent appenders never interleave, and a crash leaves at most a torn last line, which
+    every reader skips."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        # A torn line from an earlier crash must not swallow this one.
+        if os.fstat(fd).st_size:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    data = b"\n" + data
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _read_part(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:

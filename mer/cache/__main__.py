@@ -1,0 +1,205 @@
+"""``python -m mer.cache``: list, verify and garbage-collect feature cache entries.
+
+    python -m mer.cache list                       # every entry: dataset, condition, extractor, counts, size
+    python -m mer.cache list --dataset demo-1a2b3c4d --json
+    python -m mer.cache verify                     # checksums of every part and generation
+    python -m mer.cache verify --repair            # drop corrupt data; the next run redoes those samples
+    python -m mer.cache gc --dry-run               # what gc would delete, with sizes
+    python -m mer.cache gc                         # temp files of dead writers, orphaned generations
+    python -m mer.cache gc --unused-days 30        # ... and entries no run has used for 30 days
+    python -m mer.cache retry --reason timeout     # forget failures so the next fill retries them
+
+The root is ``--root``, else ``$MER_CACHE_DIR/features``, else ``~/.cache/mer/features``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .store import FeatureStore, last_used
+
+def default_root() -> Path:
+    base = os.environ.get("MER_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "mer")
+    return Path(base) / "features"
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _rows(store: FeatureStore, dataset: str | None, extractor: str | None) -> list[dict]:
+    rows = []
+    for e in store.entries():
+        ds, cond = e.path.parent.parent.name, e.path.parent.name
+        if dataset and ds != dataset:
+            continue
+        if extractor and e.identity.get("extractor") != extractor:
+            continue
+        meta = e._meta() or {}
+        rows.append({"dataset": ds, "condition": cond, "extractor": e.identity.get("extractor"),
+                     "key": e.key[:8], "level": e.level, "dim": e.dim(), "features": meta.get("count", 0),
+                     "parts": len(e._parts()), "failures": len(e.failures()), "size": e.size_bytes(),
+                     "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used(e.path))),
+                     "path": str(e.path)})
+    return rows
+
+
+def cmd_list(args) -> int:
+    store = FeatureStore(args.root)
+    rows = _rows(store, args.dataset, args.extractor)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no cache entries under {args.root}")
+        return 0
+    cols = ["dataset", "condition", "extractor", "key", "level", "dim", "features", "parts", "failures",
+            "size", "last_used"]
+    table = [[_human(r[c]) if c == "size" else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print(f"{len(rows)} entries, {_human(sum(r['size'] for r in rows))} under {args.root}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    store = FeatureStore(args.root)
+    bad = 0
+    for e in store.entries():
+        if args.dataset and e.path.parent.parent.name != args.dataset:
+            continue
+        problems = e.verify(repair=args.repair)
+        status = "ok" if not problems else ("repaired" if args.repair else "CORRUPT")
+        print(f"{status:9s} {e.path}")
+        for p in problems:
+            print(f"          - {p}")
+        bad += bool(problems)
+    if bad and not args.repair:
+        print(f"{bad} entries have problems; `python -m mer.cache verify --repair` drops the corrupt data "
+              "and the next run re-extracts exactly those samples")
+    return 1 if bad and not args.repair else 0
+
+
+def gc_candidates(root: Path, unused_days: float | None = None, tmp_age_s: float = 3600.0
+                  ) -> list[tuple[Path, str]]:
+    """What gc would remove: ``(path, why)``. Never anything a live entry points to."""
+    out: list[tuple[Path, str]] = []
+    now = time.time()
+    if not root.is_dir():
+        return out
+    store = FeatureStore(root)
+    for e in store.entries():
+        meta = e._meta() or {}
+        gen = meta.get("generation")
+        for g in e.path.glob("gen-*"):
+            if g.name != f"gen-{gen}":
+                out.append((g, "generation no longer referenced by meta.json"))
+        if unused_days is not None and now - last_used(e.path) > unused_days * 86400:
+            out.append((e.path, f"not used for more than {unused_days:g} days"))
+    for tmp in root.rglob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > tmp_age_s:
+                out.append((tmp, "temporary file left by a writer that died"))
+        except FileNotFoundError:
+            continue
+    if unused_days is not None:         # shared intermediate caches (face crops, transcripts)
+        for shared in root.glob("*/*/*/*"):
+            if shared.is_dir() and not (shared.parent / "meta.json").exists() \
+                    and shared.parent.name in ("faces", "asr") and now - _newest_mtime(shared) > unused_days * 86400:
+                out.append((shared, f"shared {shared.parent.name} cache not used for more than {unused_days:g} days"))
+    # Nested candidates are covered by their parent.
+    paths = {p for p, _ in out}
+    return [(p, why) for p, why in out if not any(q in p.parents for q in paths)]
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.stat().st_mtime
+    for f in path.rglob("*"):
+        try:
+            newest = max(newest, f.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+    return newest
+
+
+def _size(p: Path) -> int:
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def cmd_gc(args) -> int:
+    cands = gc_candidates(Path(args.root), args.unused_days)
+    total = 0
+    for p, why in cands:
+        size = _size(p)
+        total += size
+        print(f"{'would remove' if args.dry_run else 'removing'} {p} ({_human(size)}): {why}")
+        if not args.dry_run:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+    print(f"{'would free' if args.dry_run else 'freed'} {_human(total)} ({len(cands)} items)")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    store = FeatureStore(args.root)
+    n = 0
+    for e in store.entries():
+        if args.dataset and e.path.parent.parent.name != args.dataset:
+            continue
+        if args.extractor and e.identity.get("extractor") != args.extractor:
+            continue
+        k = e.clear_failures(args.reason or None)
+        if k:
+            print(f"{e.path}: {k} failures forgotten")
+        n += k
+    print(f"{n} samples will be retried by the next run")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mer.cache", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--root", type=Path, default=None, help="cache root (default: $MER_CACHE_DIR/features)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("list", help="list entries")
+    p.add_argument("--dataset")
+    p.add_argument("--extractor")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("verify", help="check checksums")
+    p.add_argument("--dataset")
+    p.add_argument("--repair", action="store_true")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("gc", help="remove garbage")
+    p.add_argument("--unused-days", type=float, default=None)
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_gc)
+    p = sub.add_parser("retry", help="forget recorded failures so they are retried")
+    p.add_argument("--reason", action="append", help="only failures with this reason (repeatable)")
+    p.add_argument("--dataset")
+    p.add_argument("--extractor")
+    p.set_defaults(func=cmd_retry)
+    args = parser.parse_args(argv)
+    if args.root is None:
+        args.root = default_root()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""From the config's feature streams to filled cache entries: shared by ``mer.run`` and ``mer.extract``.
+
+* :func:`plan_streams` builds one extractor per key of ``cfg.features`` that applies to the
+  dataset (fitted where it learns from the training split);
+* :func:`fill_options` reads ``cfg.extract`` (decoding workers, timeout, memory cap, failure limit);
+* :func:`extract_all` fills every planned entry: in this process, over ``extract.shards`` local
+  processes, or over a Ray cluster (``extract.launcher=ray``), then consolidates each entry once.
+
+Shards split the samples of every entry by a stable hash of their names and write parts into the
+same entry (writes take the entry's lock), so a killed shard loses only its samples in flight and
+a rerun of the same command fills exactly what is missing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from feature_extractors.base import MODALITIES, Extractor, build_extractor
+from mer.cache.fill import FillOptions, FillReport, fill_entry, is_two_stage
+from mer.cache.store import CacheEntry, FeatureStore
+from mer.data.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stream:
+    """One feature stream of a run: its config key, extractor and cache entry."""
+
+    stream: str
+    extractor: Extractor
+    entry: CacheEntry
+
+    @property
+    def modality(self) -> str:
+        return self.extractor.modality
+
+
+def feature_store(cfg: DictConfig) -> FeatureStore:
+    return FeatureStore(Path(cfg.paths.cache_dir) / "features")
+
+
+def plan_streams(cfg: DictConfig, manifest: Manifest, dataset_id: str, condition: str = "clean"
+                 ) -> list[Stream]:
+    """Every feature stream of ``cfg.features`` that this dataset can feed, with its cache entry.
+    Extra streams (``+features.text_zh={name:tfidf,options:{language:chinese}}``) fuse as inputs of
+    their own; ``cfg.modalities`` keeps a subset by stream or modality name."""
+    store = feature_store(cfg)
+    present_inputs = manifest.modalities_present()
+    wanted = set(cfg.modalities) if cfg.get("modalities") else None
+    out: list[Stream] = []
+    for stream, fc in cfg.features.items():
+        if fc is None or not fc.get("name"):
+            continue
+        from mer.pipeline import plain
+
+        extractor = build_extractor(fc.name, plain(fc.get("options")))
+        modality = extractor.modality
+        if stream in MODALITIES and modality != stream:
+            raise SystemExit(f"features.{stream}={fc.name} is a {modality} extractor")
+        if wanted is not None and stream not in wanted and modality not in wanted:
+            continue
+        if modality not in present_inputs:
+            log.info("%s: the dataset has no %s input; the stream is skipped", stream, modality)
+            continue
+        if extractor.needs_fit:
+            extractor.fit(manifest.split(manifest.train_split))
+        out.append(Stream(stream, extractor, store.entry(dataset_id, extractor.identity(), condition)))
+    return out
+
+
+def fill_options(cfg: DictConfig, **overrides: Any) -> FillOptions:
+    ex = cfg.get("extract") or {}
+    opts = FillOptions(
+        workers=-1 if str(ex.get("workers", "auto")) == "auto" else int(ex.get("workers")),
+        timeout_s=float(ex["timeout_s"]) if ex.get("timeout_s") else None,
+        memory_mb=int(ex["memory_mb"]) if ex.get("memory_mb") else None,
+        prefetch=int(ex.get("prefetch", 2)),
+        max_failure_fraction=float(ex.get("max_failure_fraction", 1.0)),
+    )
+    import dataclasses
+
+    return dataclasses.replace(opts, **overrides) if overrides else opts
+
+
+def resolve_workers(opts: FillOptions, extractor: Extractor, n_todo: int) -> FillOptions:
+    """``workers=-1`` (auto): decoding processes for media extractors with enough work to pay
+    for starting them (each imports the extractor's modules); none for text, whose ``load`` is a
+    dictionary lookup."""
+    import dataclasses
+
+    if opts.workers >= 0:
+        return opts
+    media = is_two_stage(extractor) and extractor.modality != "text"
+    cpus = os.cpu_count() or 1
+    workers = max(1, min(4, cpus - 1)) if media and n_todo >= 64 else 0
+    return dataclasses.replace(opts, workers=workers)
+
+
+def fill_stream(s: Stream, samples: Sequence, *, device: str, progress: bool, opts: FillOptions,
+                desc: str | None = None) -> FillReport:
+    todo = len(samples) - len(s.entry.done_names() & {x.name for x in samples})
+    return fill_entry(s.entry, s.extractor, samples, device=device, progress=progress,
+                      desc=desc or f"{s.stream}:{s.extractor.name}",
+                      options=resolve_workers(opts, s.extractor, todo))
+
+
+# --- mer.extract: every stream, optionally sharded ---------------------------------------------
+def _shard_job(cfg_yaml: str, index: int, count: int, device: str) -> list[dict]:
+    """Fill shard ``index`` of ``count`` of every stream (runs in a child process or a Ray task)."""
+    from mer.setup_env import configure_environment
+
+    configure_environment()
+    from mer.pipeline import dataset_cache_id, load_manifest
+
+    cfg = OmegaConf.create(cfg_yaml)
+    manifest = load_manifest(cfg)
+    streams = plan_streams(cfg, manifest, dataset_cache_id(cfg, manifest))
+    out = []
+    for s in streams:
+        rep = fill_stream(s, manifest.samples, device=device, progress=bool(cfg.progress),
+                          opts=fill_options(cfg, shard=(index, count), consolidate=False),
+                          desc=f"[{index + 1}/{count}] {s.stream}:{s.extractor.name}")
+        out.append(_report_row(s, rep))
+    return out
+
+
+def _report_row(s: Stream, rep: FillReport) -> dict:
+    from collections import Counter
+
+    return {"stream": s.stream, "extractor": s.extractor.name, "entry": str(s.entry.path),
+            "requested": rep.requested, "cached": rep.cached, "extracted": rep.extracted,
+            "failed": rep.failed, "reasons": dict(Counter(f.reason for f in rep.failures)),
+            "seconds": round(rep.seconds, 2)}
+
+
+def extract_all(cfg: DictConfig, device: str) -> list[dict]:
+    """Fill every stream's entry for the configured dataset; returns one summary row per stream
+    (per shard when sharded)."""
+    from mer.pipeline import dataset_cache_id, load_manifest
+
+    manifest = load_manifest(cfg)
+    dataset_id = dataset_cache_id(cfg, manifest)
+    streams = plan_streams(cfg, manifest, dataset_id)
+    ex = cfg.get("extract") or {}
+    shards = int(ex.get("shards", 1))
+    launcher = str(ex.get("launcher", "local"))
+    for s in streams:
+        reasons = list(ex.get("retry_failures") or [])
+        if reasons:
+            s.entry.clear_failures(None if reasons == ["all"] else reasons)
+    t0 = time.perf_counter()
+    if shards <= 1 and launcher == "local":
+        rows = [_report_row(s, fill_stream(s, manifest.samples, device=device, progress=bool(cfg.progress),
+                                           opts=fill_options(cfg))) for s in streams]
+    else:
+        cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        count = max(1, shards)
+        if launcher == "ray":
+            rows = _run_ray(cfg_yaml, count, device, ex.get("address"))
+        elif launcher == "local":
+            rows = _run_local(cfg_yaml, count, device)
+        else:
+            raise SystemExit(f"extract.launcher={launcher!r}: use local or ray")
+        for s in streams:                      # one consolidation per entry, after every shard
+            if s.entry._parts():
+                with s.entry.lock():
+                    s.entry.consolidate()
+    log.info("extraction took %.1f s", time.perf_counter() - t0)
+    return rows
+
+
+def _run_local(cfg_yaml: str, count: int, device: str) -> list[dict]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=count, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_shard_job, cfg_yaml, i, count, device) for i in range(count)]
+        return [row for f in futures for row in f.result()]
+
+
+def _run_ray(cfg_yaml: str, count: int, device: str, address: str | None) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("extract.launcher=ray needs Ray: `pip install -c constraints.txt 'ray==2.60.0'` "
+                         "(an optional extra); or use extract.launcher=local") from None
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            kwargs["address"] = address        # a real cluster: every node must see paths.cache_dir
+        else:
+            kwargs["num_cpus"] = max(count, 1)
+        ray.init(**kwargs)
+        started = True
+    try:
+        task = ray.remote(num_cpus=1, num_gpus=1 if device == "cuda" else 0)(_shard_job)
+        results = ray.get([task.remote(cfg_yaml, i, count, device) for i in range(count)])
+        return [row for part in results for row in part]
+    finally:
+        if started:
+            ray.shutdown()
