@@ -11,9 +11,13 @@ as a real extraction run does. Any extractor in the registry can be named; nothi
 specific to a modality, so a new extractor needs no change to this file. A new clip source is
 one function added to :data:`CLIP_SOURCES`.
 
-Columns: ``setup_s`` (loading weights, warm-up), ``fit_s`` (``needs_fit`` extractors, fitted on
-the same clips), ``clips/s`` (``extract_batch`` over all clips in ``batch_size`` batches),
-``dim`` and ``failed`` (clips that gave an ExtractionFailure, by reason).
+Columns, per stage: ``setup_s`` (loading weights), ``fit_s`` (``needs_fit`` extractors, fitted
+on the same clips), ``decode/s`` (the ``load`` stage alone, in this process), ``model/s`` (the
+``forward`` stage alone, on inputs decoded beforehand, in ``batch_size`` batches), ``e2e/s`` (a
+real cache fill: supervised decoding workers feeding the model, writes included, worker start-up
+excluded), ``e2e/model`` (goal >= 0.9: extraction is bound by the model, not by decoding), then
+``dim`` and ``failed`` (by reason). One-stage extractors (no ``load``/``forward`` split) show only
+``e2e/s``, measured in process.
 """
 from __future__ import annotations
 
@@ -124,12 +128,23 @@ class Row:
     extractor: str
     setup_s: float
     fit_s: float | None
-    clips_per_s: float
+    decode_per_s: float | None
+    model_per_s: float | None
+    e2e_per_s: float
+    workers: int
     dim: str
     failed: str
 
+    @property
+    def ratio(self) -> float | None:
+        return self.e2e_per_s / self.model_per_s if self.model_per_s else None
 
-def bench_one(name: str, samples: Sequence[Sample], device: str) -> Row:
+
+def bench_one(name: str, samples: Sequence[Sample], device: str, workers: int) -> Row:
+    from mer.cache.fill import fill_entry, is_two_stage
+    from mer.cache.store import FeatureStore
+    from feature_extractors.base import load_or_failure
+
     extractor = build_extractor(name)
     fit_s = None
     if extractor.needs_fit:
@@ -139,20 +154,32 @@ def bench_one(name: str, samples: Sequence[Sample], device: str) -> Row:
     started = time.perf_counter()
     extractor.setup(device)
     setup_s = time.perf_counter() - started
-
     batch_size = max(1, int(getattr(extractor.config, "batch_size", 16)))
-    outputs = []
-    started = time.perf_counter()
-    for i in range(0, len(samples), batch_size):
-        outputs += extractor.extract_batch(samples[i:i + batch_size])
-    elapsed = time.perf_counter() - started
 
-    arrays = [o for o in outputs if not isinstance(o, ExtractionFailure)]
-    reasons = Counter(o.reason for o in outputs if isinstance(o, ExtractionFailure))
+    decode_rate = model_rate = None
+    if is_two_stage(extractor):
+        started = time.perf_counter()
+        loaded = [load_or_failure(extractor, s) for s in samples]
+        decode_rate = len(samples) / (time.perf_counter() - started)
+        ok = [(s, x) for s, x in zip(samples, loaded) if not isinstance(x, ExtractionFailure)]
+        started = time.perf_counter()
+        for i in range(0, len(ok), batch_size):
+            chunk = ok[i:i + batch_size]
+            extractor.forward([s for s, _ in chunk], [x for _, x in chunk])
+        model_rate = len(ok) / max(time.perf_counter() - started, 1e-9) if ok else None
+    else:
+        workers = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        entry = FeatureStore(tmp).entry("bench", extractor.identity())
+        report = fill_entry(entry, extractor, samples, device=device, progress=False, workers=workers,
+                            max_failure_fraction=1.0)
+        e2e_s = report.seconds - (report.startup_s or 0.0)
+        arrays = list(entry.load().values())
+    reasons = Counter(f.reason for f in report.failures)
     shapes = sorted({tuple(a.shape) for a in arrays})
-    dim = ", ".join("x".join(map(str, s)) for s in shapes) or "-"
+    dim = ", ".join("x".join(map(str, s)) for s in shapes[:2]) + (" ..." if len(shapes) > 2 else "") or "-"
     failed = ", ".join(f"{r}: {c}" for r, c in reasons.most_common()) or "0"
-    return Row(name, setup_s, fit_s, len(samples) / elapsed, dim, failed)
+    return Row(name, setup_s, fit_s, decode_rate, model_rate, len(samples) / e2e_s, workers, dim, failed)
 
 
 def mean_duration_s(samples: Sequence[Sample]) -> float:
@@ -170,9 +197,12 @@ def mean_duration_s(samples: Sequence[Sample]) -> float:
 
 def print_table(rows: Sequence[Row], header_note: str) -> None:
     print(header_note)
-    head = ("extractor", "setup_s", "fit_s", "clips/s", "dim", "failed")
+    head = ("extractor", "setup_s", "fit_s", "decode/s", "model/s", "e2e/s", "workers", "e2e/model", "dim",
+            "failed")
+    f1 = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     cells = [(r.extractor, f"{r.setup_s:.2f}", "-" if r.fit_s is None else f"{r.fit_s:.2f}",
-              f"{r.clips_per_s:.1f}", r.dim, r.failed) for r in rows]
+              f1(r.decode_per_s), f1(r.model_per_s), f1(r.e2e_per_s), str(r.workers),
+              "-" if r.ratio is None else f"{r.ratio:.2f}", r.dim, r.failed) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     print("  ".join("-" * w for w in widths))
@@ -180,13 +210,15 @@ def print_table(rows: Sequence[Row], header_note: str) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--extractors", default="librosa_prosody,minilm,tfidf",
                         help="comma-separated registry names, or 'all'")
     parser.add_argument("--n", type=int, default=64, help="number of clips")
     parser.add_argument("--source", choices=("auto", *CLIP_SOURCES), default="auto")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="decoding worker processes in the end-to-end fill (0: decode in process)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--cache-dir", type=Path,
@@ -206,10 +238,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     source, samples = load_clips(args.source, args.n, args.cache_dir)
-    rows = [bench_one(name, samples, args.device) for name in names]
+    rows = [bench_one(name, samples, args.device, args.workers) for name in names]
     print_table(rows, f"{len(samples)} clips ({mean_duration_s(samples):.1f} s each on average) from "
                       f"the {source} source; device {args.device}; {os.cpu_count()} CPU cores")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":   # decoding workers are spawned: keep this guard
     main()

@@ -127,6 +127,10 @@ class Extractor:
         self.device = device
         self._ready = True
 
+    def warmup(self) -> None:
+        """Pay one-off costs of ``load`` (lazy imports, JIT compilation) in a fresh decoding
+        worker before it takes samples, so they are not charged to the first clip's timeout."""
+
     def load(self, sample: Sample) -> Any:
         """CPU stage (worker process): the sample's decoded model input. Default: the sample."""
         return sample

@@ -46,8 +46,37 @@ def feature_store(cfg: DictConfig) -> FeatureStore:
     return FeatureStore(Path(cfg.paths.cache_dir) / "features")
 
 
-def plan_streams(cfg: DictConfig, manifest: Manifest, dataset_id: str, condition: str = "clean"
-                 ) -> list[Stream]:
+def apply_asr_config(cfg: DictConfig, manifest: Manifest, dataset_id: str, condition: str = "clean"
+                     ) -> tuple[Manifest, str | None]:
+    """Transcribe (cached) and merge ASR into the manifest as ``cfg.asr`` says.
+
+    Returns the manifest with merged transcripts and a tag naming "these transcripts, merged this
+    way" (None when ASR changed nothing): text streams then live in the cache condition
+    ``<condition>+<tag>``, so they never share an entry with features of the provided text."""
+    a = cfg.get("asr")
+    if not a or not a.get("name"):
+        return manifest, None
+    from feature_extractors.asr import apply_asr, asr_tag, build_asr, samples_needing_asr, transcribe_samples
+    from mer.pipeline import plain
+
+    engine = build_asr(str(a.name), plain(a.get("options")))
+    merge = plain(a.get("merge"))
+    policy = str(merge.get("policy", "provided"))
+    separator = str(merge.get("separator", " [SEP] "))
+    language = str(cfg.data.language)
+    todo = samples_needing_asr(manifest.samples, language, policy)
+    if not todo:
+        log.info("asr: every sample has a %s transcript; policy %s needs no ASR", language, policy)
+        return manifest, None
+    cache_dir = feature_store(cfg).root / dataset_id / condition / "asr"
+    transcripts = transcribe_samples(todo, engine, cache_dir, progress=bool(cfg.progress))
+    samples = apply_asr(manifest.samples, transcripts, language, policy, separator)
+    merged = Manifest(manifest.dataset, manifest.label_spec, samples, manifest.train_split, manifest.root)
+    return merged, asr_tag(engine, policy, separator)
+
+
+def plan_streams(cfg: DictConfig, manifest: Manifest, dataset_id: str, condition: str = "clean",
+                 text_condition: str | None = None) -> list[Stream]:
     """Every feature stream of ``cfg.features`` that this dataset can feed, with its cache entry.
     Extra streams (``+features.text_zh={name:tfidf,options:{language:chinese}}``) fuse as inputs of
     their own; ``cfg.modalities`` keeps a subset by stream or modality name."""
@@ -71,7 +100,8 @@ def plan_streams(cfg: DictConfig, manifest: Manifest, dataset_id: str, condition
             continue
         if extractor.needs_fit:
             extractor.fit(manifest.split(manifest.train_split))
-        out.append(Stream(stream, extractor, store.entry(dataset_id, extractor.identity(), condition)))
+        cond = text_condition if (modality == "text" and text_condition) else condition
+        out.append(Stream(stream, extractor, store.entry(dataset_id, extractor.identity(), cond)))
     return out
 
 
@@ -121,7 +151,9 @@ def _shard_job(cfg_yaml: str, index: int, count: int, device: str) -> list[dict]
 
     cfg = OmegaConf.create(cfg_yaml)
     manifest = load_manifest(cfg)
-    streams = plan_streams(cfg, manifest, dataset_cache_id(cfg, manifest))
+    dataset_id = dataset_cache_id(cfg, manifest)
+    manifest, tag = apply_asr_config(cfg, manifest, dataset_id)      # cached by the parent: a read
+    streams = plan_streams(cfg, manifest, dataset_id, text_condition=f"clean+{tag}" if tag else None)
     out = []
     for s in streams:
         rep = fill_stream(s, manifest.samples, device=device, progress=bool(cfg.progress),
@@ -147,7 +179,8 @@ def extract_all(cfg: DictConfig, device: str) -> list[dict]:
 
     manifest = load_manifest(cfg)
     dataset_id = dataset_cache_id(cfg, manifest)
-    streams = plan_streams(cfg, manifest, dataset_id)
+    manifest, tag = apply_asr_config(cfg, manifest, dataset_id)
+    streams = plan_streams(cfg, manifest, dataset_id, text_condition=f"clean+{tag}" if tag else None)
     ex = cfg.get("extract") or {}
     shards = int(ex.get("shards", 1))
     launcher = str(ex.get("launcher", "local"))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from mer.features import fill_options, fill_stream, plan_streams
+from mer.features import apply_asr_config, fill_options, fill_stream, plan_streams
 from mer.data.bundle import FeatureBundle, ModalityFeatures
 from mer.data.manifest import Manifest, label_arrays
 from mer.data.recipes import prepare
@@ -90,7 +90,10 @@ def build_features(cfg: DictConfig, manifest: Manifest, device: str, condition: 
     info: dict[str, Any] = {}
     failures: list[dict] = []
     opts = fill_options(cfg)
-    for s in plan_streams(cfg, manifest, dataset_cache_id(cfg, manifest), condition):
+    dataset_id = dataset_cache_id(cfg, manifest)
+    manifest, asr_tag = apply_asr_config(cfg, manifest, dataset_id, condition)
+    text_condition = f"{condition}+{asr_tag}" if asr_tag else None
+    for s in plan_streams(cfg, manifest, dataset_id, condition, text_condition):
         stream, entry, name = s.stream, s.entry, s.extractor.name
         t0 = time.perf_counter()
         report = fill_stream(s, manifest.samples, device=device, progress=bool(cfg.progress), opts=opts)

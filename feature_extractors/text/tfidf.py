@@ -103,17 +103,19 @@ class TfidfText(Extractor):
                                "(the pipeline fits it on the training split)")
 
     # --- work ----------------------------------------------------------------------------
-    def extract_batch(self, samples: Sequence[Sample]) -> list[np.ndarray | ExtractionFailure]:
-        """One ``[V]`` float32 vector or failure per sample, in order."""
+    def setup(self, device: str = "cpu") -> None:
+        self._check_fitted()   # fail before any work, not at the first batch with text
+        super().setup(device)
+
+    def load(self, sample: Sample) -> str | ExtractionFailure:
+        """The stripped transcript (CPU stage)."""
+        return transcript_or_failure(sample, self.config.language)
+
+    def forward(self, samples: Sequence[Sample], inputs: Sequence[str]) -> list[np.ndarray | ExtractionFailure]:
+        """One ``[V]`` float32 vector per transcript, in order."""
         self._check_fitted()
-        texts = [transcript_or_failure(s, self.config.language) for s in samples]
-        todo = [i for i, t in enumerate(texts) if isinstance(t, str)]
-        rows = (self.vectorizer_.transform([texts[i] for i in todo]).toarray().astype(np.float32)
-                if todo else [])                                              # [len(todo), V]
-        out: list = list(texts)
-        for i, row in zip(todo, rows):
-            out[i] = row
-        return out
+        rows = self.vectorizer_.transform(list(inputs)).toarray().astype(np.float32)   # [B, V]
+        return list(rows)
 
 
 def _vectorizer_digest(vectorizer) -> str:

@@ -60,6 +60,7 @@ class FillReport:
     extracted: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    startup_s: float | None = None          # decoding workers: from start until the first clip arrived
     pool: dict[str, int] | None = None
 
     @property
@@ -72,9 +73,16 @@ def shard_of(name: str, count: int) -> int:
     return zlib.crc32(name.encode("utf-8")) % count
 
 
+def _as_failure(sample: Sample, f: ExtractionFailure) -> Failure:
+    """The recorded failure; its message always names the sample (a reader greps failures.jsonl
+    by sample, and media errors often name only the file)."""
+    message = f.message if sample.name in f.message else f"{sample.name}: {f.message}"
+    return Failure(sample.name, f.reason, message)
+
+
 def _check(sample: Sample, result, level: str) -> np.ndarray | Failure:
     if isinstance(result, ExtractionFailure):
-        return Failure(sample.name, result.reason, result.message)
+        return _as_failure(sample, result)
     try:
         arr = np.asarray(result, dtype=np.float32)
     except (TypeError, ValueError) as err:
@@ -136,9 +144,13 @@ def _decoded(extractor: Extractor, todo: Sequence[Sample], opts: FillOptions, re
     if opts.workers > 0 and len(todo) > 1:
         from .workers import DecodePool
 
+        t0 = time.perf_counter()
         with DecodePool(extractor, opts.workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb,
                         prefetch=opts.prefetch) as pool:
-            yield from pool.imap(todo)
+            for item in pool.imap(todo):
+                if report.startup_s is None:
+                    report.startup_s = time.perf_counter() - t0
+                yield item
             report.pool = vars(pool.stats).copy()
     else:
         for s in todo:
@@ -231,7 +243,7 @@ def _run(entry: CacheEntry, extractor: Extractor, todo: list[Sample], device: st
         load_fails: list[Failure] = []
         for sample, item in _decoded(extractor, todo, opts, report):
             if isinstance(item, ExtractionFailure):
-                load_fails.append(Failure(sample.name, item.reason, item.message))
+                load_fails.append(_as_failure(sample, item))
             else:
                 pending_s.append(sample)
                 pending_x.append(item)

@@ -6,7 +6,10 @@ asks for a 100,000 x 100,000 frame, a library that segfaults on one file. :class
 supervises each sample:
 
 * **timeout** -- a sample still decoding after ``timeout_s`` gets its worker killed and is failed
-  as ``timeout``; a fresh worker takes its place;
+  as ``timeout``; a fresh worker takes its place. Until a worker has decoded one sample
+  successfully it gets ``first_sample_grace_s`` more: that first decode pays for lazy imports and
+  JIT compilation (librosa's numba kernels take seconds), which must not be charged to a good
+  clip (``Extractor.warmup`` runs before a worker reports ready, for extractors that know how);
 * **memory cap** -- each worker's address space is capped at its size after start-up plus
   ``memory_mb`` (``RLIMIT_AS``), so a runaway allocation raises ``MemoryError`` in that worker
   (failed as ``out_of_memory``) instead of waking the kernel's OOM killer;
@@ -71,6 +74,7 @@ def _worker_main(conn, payload: bytes, memory_mb: int | None, threads: int) -> N
     except Exception:  # noqa: BLE001 - torch is optional for decoding
         pass
     extractor: Extractor = pickle.loads(payload)
+    extractor.warmup()
     if memory_mb:
         import resource
 
@@ -118,6 +122,7 @@ class _Worker:
     tasks: collections.deque = field(default_factory=collections.deque)
     ready: bool = False
     born: float = field(default_factory=time.monotonic)
+    warm: bool = False                # has decoded one sample successfully
 
 
 @dataclass
@@ -143,7 +148,8 @@ class DecodePool:
 
     def __init__(self, extractor: Extractor, workers: int = 2, *, timeout_s: float | None = 120.0,
                  memory_mb: int | None = 4096, prefetch: int = 2, threads_per_worker: int = 1,
-                 start_timeout_s: float = 120.0, start_method: str = "spawn") -> None:
+                 start_timeout_s: float = 120.0, first_sample_grace_s: float = 60.0,
+                 start_method: str = "spawn") -> None:
         if workers < 1:
             raise ValueError("DecodePool needs at least one worker")
         self.extractor = extractor
@@ -153,6 +159,7 @@ class DecodePool:
         self.prefetch = max(1, int(prefetch))
         self.threads = max(1, int(threads_per_worker))
         self.start_timeout_s = float(start_timeout_s)
+        self.first_sample_grace_s = float(first_sample_grace_s)
         self._ctx = mp.get_context(start_method)
         self._payload = pickle.dumps(extractor)
         self._workers: list[_Worker] = []
@@ -273,8 +280,9 @@ class DecodePool:
                     raise DecodePoolError(f"a decoding worker for {self.extractor.name} did not start "
                                           f"within {self.start_timeout_s:.0f} s")
                 head = w.tasks[0] if w.tasks else None
+                limit = (self.timeout_s or 0) + (0.0 if w.warm else self.first_sample_grace_s)
                 if head is not None and self.timeout_s and head.started is not None \
-                        and now - head.started > self.timeout_s:
+                        and now - head.started > limit:
                     w.proc.kill()
                     w.proc.join(timeout=5.0)
                     self.stats.timeouts += 1
@@ -300,6 +308,7 @@ class DecodePool:
                 if task.task_id != task_id:       # cannot happen with in-order workers
                     raise DecodePoolError(f"decoding worker answered task {task_id}, expected {task.task_id}")
                 out.put((task.sample, result))
+                w.warm = w.warm or not isinstance(result, ExtractionFailure)
                 done += 1
                 self.stats.completed += 1
                 if w.tasks:

@@ -91,16 +91,42 @@ def face_paths(face_dir: Path | None, names: Iterable[str]) -> dict[str, str]:
 
 
 # --- tables ------------------------------------------------------------------------------------
+def _decode_table(raw: bytes, path) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        first = err
+    try:
+        text = raw.decode("gb18030")
+        log.warning("%s is not UTF-8; read it as GB18030 (GBK)", path)
+        return text
+    except UnicodeDecodeError:
+        pass
+    text = raw.decode("utf-8-sig", errors="replace")
+    bad_lines = [i + 1 for i, line in enumerate(text.splitlines()) if "\ufffd" in line]
+    log.warning("%s is neither UTF-8 nor GB18030 (%s); lines %s hold undecodable bytes, shown as U+FFFD: "
+                "their samples get no text features", path, first.reason, bad_lines[:10])
+    return text
+
+
 def read_table(path: Path, required: Sequence[str] = ("name",), sep: str = ",") -> list[dict[str, str]]:
     """Rows of a CSV (``sep="\\t"``: TSV) as ``{column: str}``, every cell a string (``''`` where empty).
 
     ``dtype=str`` and ``keep_default_na=False`` keep ``00123`` a string and a transcript that
     reads ``NA`` a transcript; ``utf-8-sig`` drops an Excel BOM. Column names are stripped;
     names (column ``name``) are stripped, must be non-empty and unique.
+
+    A file that is not UTF-8 is read as GB18030 when it is valid GB18030 (Chinese subtitles are
+    often GBK); otherwise its invalid bytes become U+FFFD, a warning names the rows, and the text
+    extractors record those samples as ``undecodable_transcript`` instead of embedding noise.
     """
+    import io
+
     import pandas as pd
 
-    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    raw = Path(path).read_bytes()
+    text = _decode_table(raw, path)
+    frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:

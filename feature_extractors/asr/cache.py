@@ -1,0 +1,265 @@
+"""Transcribing a corpus once: transcripts cached on disk, crash-safe and resumable.
+
+Layout under ``cache_dir`` (the pipeline passes ``<cache_root>/<dataset>/<condition>/asr``, so a
+noisy condition gets its own transcripts)::
+
+    <key8>/identity.json      the engine identity (config, weights digest, decoder versions) whose
+                              hash names the folder; written atomically
+    <key8>/transcripts.jsonl  one JSON line per sample (a Transcript, failures included);
+                              append-only, later lines win, a torn line is skipped
+    <key8>/.lock              held (flock) by the process transcribing into the folder
+
+Each flush appends whole lines with one ``write`` on an ``O_APPEND`` descriptor, then ``fsync``:
+a crash loses at most the lines in flight, and the next writer first ends a torn last line with a
+newline so it can never glue onto a new record. A sample is *done* when it has a line (a
+transcript or a recorded failure); a run transcribes only what is not done. A second process that
+wants the same folder waits for the lock, then finds the work done.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from tqdm.auto import tqdm
+
+from feature_extractors.asr.base import SAMPLE_RATE_HZ, AsrEngine, Transcript, engine_for
+from feature_extractors.asr.merge import DEFAULT_SEPARATOR
+from mer.cache.store import atomic_write_json, cache_key
+from mer.data.manifest import Sample
+
+log = logging.getLogger(__name__)
+
+TRANSCRIPTS_FILE = "transcripts.jsonl"
+IDENTITY_FILE = "identity.json"
+_PREFETCH = 2   # clips decoded ahead of the one being transcribed
+
+
+def transcript_dir(cache_dir: str | os.PathLike, asr: AsrEngine | Any) -> Path:
+    """``<cache_dir>/<key8>``: where the transcripts of this engine configuration live."""
+    engine = engine_for(asr)
+    return Path(cache_dir) / cache_key(engine.identity())[:8]
+
+
+def read_transcripts(path: str | os.PathLike) -> dict[str, Transcript]:
+    """name -> transcript from a ``transcripts.jsonl`` (later lines win; torn lines are skipped)."""
+    out: dict[str, Transcript] = {}
+    skipped = 0
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                try:
+                    t = Transcript.from_json(json.loads(raw.decode("utf-8")))
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    skipped += 1   # a line torn by a crash mid-append
+                    continue
+                out[t.name] = t
+    except FileNotFoundError:
+        pass
+    if skipped:
+        log.info("%s: skipped %d unreadable line(s) (a write interrupted by a crash); those samples "
+                 "are transcribed again", path, skipped)
+    return out
+
+
+class _AppendLog:
+    """Whole JSON lines appended with one ``O_APPEND`` write and an ``fsync`` per flush."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # A crash may have left a last line without its newline: end it, so the next record
+        # starts on a line of its own and only the torn one is lost.
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    self._write_all(b"\n")
+
+    def append(self, transcripts: Sequence[Transcript]) -> None:
+        if not transcripts:
+            return
+        data = "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in transcripts).encode("utf-8")
+        self._write_all(data)
+        os.fsync(self._fd)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, timeout_s: float | None) -> Iterator[None]:
+    with open(path, "a+") as fh:
+        start = time.monotonic()
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not announced:
+                    log.info("another process is transcribing into %s; waiting for it", path.parent)
+                    announced = True
+                if timeout_s is not None and time.monotonic() - start > timeout_s:
+                    raise TimeoutError(f"{path.parent} stayed locked by another transcribing process for "
+                                       f"{timeout_s:.0f} s; if none runs, delete {path}") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _decode(sample: Sample) -> Any:
+    """The sample's 16 kHz mono waveform ``[N]``, or a failed :class:`Transcript` saying why not."""
+    from feature_extractors.audio.io import MediaError, load_audio
+
+    try:
+        return load_audio(sample, SAMPLE_RATE_HZ)
+    except MediaError as err:
+        return Transcript.failed(sample.name, err.reason, err.message)
+    except Exception as err:  # noqa: BLE001 - one bad file must not stop the corpus
+        return Transcript.failed(sample.name, "decode_error",
+                                 f"could not decode the audio of {sample.name}: {type(err).__name__}: {err}")
+
+
+def _decoded_in_order(samples: Sequence[Sample]) -> Iterator[tuple[Sample, Any]]:
+    """``(sample, waveform or failed Transcript)`` in order; decoding runs ahead in a thread
+    (PyAV and CTranslate2 release the GIL, so decoding overlaps transcription)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-decode") as pool:
+        pending: list[tuple[Sample, Future]] = []
+        it = iter(samples)
+        for s in it:
+            pending.append((s, pool.submit(_decode, s)))
+            if len(pending) > _PREFETCH:
+                break
+        while pending:
+            sample, fut = pending.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_decode, nxt)))
+            yield sample, fut.result()
+
+
+def transcribe_samples(samples: Sequence[Sample], asr: AsrEngine | Any, cache_dir: str | os.PathLike | None,
+                       progress: bool = True, *, flush_every: int = 16, retry_failures: bool = False,
+                       lock_timeout_s: float | None = None) -> dict[str, Transcript]:
+    """name -> :class:`Transcript` for every sample, transcribing only those not cached yet.
+
+    ``asr`` is an engine (``build_asr("whisper", options)``) or an engine config
+    (``WhisperConfig(...)``). ``cache_dir=None`` transcribes everything and stores nothing.
+    Samples whose audio cannot be read are returned (and stored) as failed transcripts with
+    their reason; nothing is raised for them. ``retry_failures`` redoes stored failures.
+    """
+    engine = engine_for(asr)
+    names = [s.name for s in samples]
+    if len(set(names)) != len(names):
+        raise ValueError("transcribe_samples got duplicate sample names")
+    if cache_dir is None:
+        results = _run(engine, list(samples), None, progress, flush_every)
+        return {n: results[n] for n in names}
+    identity = engine.identity()
+    key = cache_key(identity)
+    folder = Path(cache_dir) / key[:8]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / TRANSCRIPTS_FILE
+
+    def missing(have: dict[str, Transcript]) -> list[Sample]:
+        return [s for s in samples if s.name not in have or (retry_failures and not have[s.name].ok)]
+
+    have = read_transcripts(path)
+    if missing(have):
+        with _exclusive_lock(folder / ".lock", lock_timeout_s):
+            _check_identity(folder, identity, key)
+            have = read_transcripts(path)   # another process may have done them while we waited
+            todo = missing(have)
+            if todo:
+                writer = _AppendLog(path)
+                try:
+                    have.update(_run(engine, todo, writer, progress, flush_every))
+                finally:
+                    writer.close()
+    return {n: have[n] for n in names}
+
+
+def _check_identity(folder: Path, identity: dict[str, Any], key: str) -> None:
+    ident_path = folder / IDENTITY_FILE
+    if ident_path.is_file():
+        with open(ident_path, encoding="utf-8") as f:
+            stored = json.load(f).get("key")
+        if stored != key:
+            raise RuntimeError(f"transcript folder {folder} belongs to another ASR identity "
+                               f"(key {stored} != {key}); remove the folder")
+    else:
+        atomic_write_json(ident_path, {"key": key, "identity": identity, "created": time.time()})
+
+
+def _run(engine: AsrEngine, todo: list[Sample], writer: _AppendLog | None, progress: bool,
+         flush_every: int) -> dict[str, Transcript]:
+    if not engine._ready:
+        engine.setup()
+    done: dict[str, Transcript] = {}
+    buffer: list[Transcript] = []
+    audio_s = busy_s = 0.0
+    bar = tqdm(total=len(todo), desc=f"asr:{engine.name}", unit="clip", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    try:
+        for sample, decoded in _decoded_in_order(todo):
+            if isinstance(decoded, Transcript):
+                result = decoded
+            else:
+                t0 = time.perf_counter()
+                try:
+                    result = engine.transcribe(sample.name, decoded)
+                except Exception as err:  # noqa: BLE001 - record it, keep going
+                    result = Transcript.failed(sample.name, "asr_error",
+                                               f"{engine.name} failed on {sample.name}: {type(err).__name__}: {err}")
+                busy_s += time.perf_counter() - t0
+                audio_s += decoded.size / SAMPLE_RATE_HZ
+            done[sample.name] = result
+            buffer.append(result)
+            bar.update(1)
+            if writer is not None and len(buffer) >= flush_every:
+                writer.append(buffer)
+                buffer = []
+    finally:
+        # Interrupted or not, what was transcribed is kept.
+        if writer is not None:
+            writer.append(buffer)
+        bar.close()
+    failed = [t for t in done.values() if not t.ok]
+    if failed:
+        reasons = ", ".join(f"{r} {n}" for r, n in Counter(t.failure_reason for t in failed).most_common())
+        log.warning("ASR: %d of %d clips have no transcript (%s), e.g. %s%s", len(failed), len(todo), reasons,
+                    failed[0].failure_message,
+                    f"; all are recorded in {writer.path}" if writer is not None else "")
+    if audio_s:
+        log.info("ASR (%s): %d clips, %.1f s of audio in %.1f s (real-time factor %.3f)", engine.name,
+                 len(todo), audio_s, busy_s, busy_s / audio_s)
+    return done
+
+
+def asr_tag(asr: AsrEngine | Any, policy: str, separator: str = DEFAULT_SEPARATOR) -> str:
+    """A short, stable name for "these transcripts, merged this way": ``asr-<policy>-<hash8>``.
+
+    Text features computed from ASR-merged samples must not share a cache entry with features of
+    the provided transcripts (the text extractors' keys do not see where the text came from):
+    append this tag to the text streams' cache condition (``clean`` -> ``clean+asr-both-1a2b3c4d``).
+    """
+    engine = engine_for(asr)
+    merge = {"policy": policy, "separator": separator if policy == "both" else None}
+    return f"asr-{policy}-{cache_key({'engine': engine.identity(), 'merge': merge})[:8]}"
