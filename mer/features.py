@@ -144,7 +144,11 @@ def fill_stream(s: Stream, samples: Sequence, *, device: str, progress: bool, op
 # --- mer.extract: every stream, optionally sharded ---------------------------------------------
 def _shard_job(cfg_yaml: str, index: int, count: int, device: str) -> list[dict]:
     """Fill shard ``index`` of ``count`` of every stream (runs in a child process or a Ray task)."""
+    from mer.cache.workers import die_with_parent
     from mer.setup_env import configure_environment
+
+    if count > 1:
+        die_with_parent()
 
     configure_environment()
     from mer.pipeline import dataset_cache_id, load_manifest

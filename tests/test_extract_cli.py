@@ -117,3 +117,33 @@ def test_cache_cli_lists_verifies_repairs_and_collects(corpus, tmp_path):
     assert "1 samples will be retried" in _run("mer.cache", ["retry", "--reason", "decode_error"], cache).stdout
     assert "utt_broken" not in entry.failures()
     assert _extract(corpus, cache).returncode == 0 and entry.failures()["utt_broken"].reason == "decode_error"
+
+
+def test_killed_extraction_resumes_to_the_same_cache(corpus, tmp_path):
+    """SIGKILL ``python -m mer.extract`` (2 shards) at random moments, then let it finish: the
+    cache equals an uninterrupted run's, and no orphaned shard keeps writing."""
+    import random
+    import signal
+    import time
+
+    ref = _extract(corpus, tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    cache = tmp_path / "killed"
+    env = {**os.environ, "MER_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "mer.extract", "data=generic", f"data.root={corpus}", "features/text=tfidf",
+            "features/audio=librosa_prosody", "features/visual=none", "progress=false",
+            f"paths.runs_dir={cache}/runs", "extract.shards=2"]
+    rng = random.Random(3)
+    for _ in range(3):
+        proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 12.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(1.0)
+    leftovers = subprocess.run(["pgrep", "-f", f"data.root={corpus}"], capture_output=True, text=True).stdout.split()
+    assert not leftovers, "processes of a killed extraction are still running"
+    done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    want, got = _entries(tmp_path / "ref"), _entries(cache)
+    assert got.keys() == want.keys() and all(_same(got[k], want[k]) for k in want)
+    assert _run("mer.cache", ["verify"], cache).returncode == 0

@@ -59,9 +59,27 @@ def _vm_size_bytes() -> int | None:
     return None
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so a
+    killed ``mer.extract`` leaves no orphan shard or decoder behind; a no-op elsewhere."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)            # 1 = PR_SET_PDEATHSIG
+        if os.getppid() == 1:                   # the parent died before prctl took effect
+            os._exit(1)
+    except OSError:
+        pass
+
+
 def _worker_main(conn, payload: bytes, memory_mb: int | None, threads: int) -> None:
     """A decoding worker: unpickle the extractor, cap memory, then answer ``(task_id, sample)``
     messages with ``(task_id, result)`` until told to stop."""
+    die_with_parent()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle
