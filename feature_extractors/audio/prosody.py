@@ -25,16 +25,21 @@ lists, which is, block by block:
 "Active" frames are within ``activity_range_db`` of the loudest frame and above
 ``silence_dbfs``; a clip whose loudest frame is below ``silence_dbfs`` is a ``silent_audio``
 failure rather than a vector of meaningless numbers.
+
+Both stages: ``load`` decodes the audio *and* computes the statistics (pure CPU, so they run in
+the decoding workers, in parallel); ``forward`` hands the vectors on. The voicing pieces
+(:func:`voicing_track`, :func:`periodicity`, :func:`summary_stats`) are shared with
+``egemaps_librosa``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar, Protocol, Sequence
 
 import numpy as np
 
 from feature_extractors.audio.io import MediaError, load_audio
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor
+from feature_extractors.base import EXTRACTORS, Extractor
 from mer.data.manifest import Sample
 
 _CONTRAST_BANDS = 6          # octave bands from 200 Hz; librosa adds one residual row -> 7 rows
@@ -70,15 +75,9 @@ class LibrosaProsody(Extractor):
 
     def __init__(self, config: "LibrosaProsody.Config | None" = None, **overrides) -> None:
         super().__init__(config, **overrides)
-        c = self.config
-        if not 0 < c.fmin_hz < c.fmax_hz < c.sample_rate_hz / 2:
-            raise ValueError(f"librosa_prosody needs 0 < fmin_hz < fmax_hz < Nyquist, got "
-                             f"fmin_hz={c.fmin_hz}, fmax_hz={c.fmax_hz}, sample_rate_hz={c.sample_rate_hz}")
-        if c.sample_rate_hz / c.fmin_hz >= c.frame_length // 2:
-            raise ValueError(f"frame_length={c.frame_length} is too short for fmin_hz={c.fmin_hz}: "
-                             f"yin needs frame_length > 2 * sample_rate_hz / fmin_hz")
-        if 200.0 * 2 ** (_CONTRAST_BANDS - 1) >= c.sample_rate_hz / 2:
-            raise ValueError(f"sample_rate_hz={c.sample_rate_hz} is too low for {_CONTRAST_BANDS} "
+        check_pitch_settings(self.name, self.config)
+        if 200.0 * 2 ** (_CONTRAST_BANDS - 1) >= self.config.sample_rate_hz / 2:
+            raise ValueError(f"sample_rate_hz={self.config.sample_rate_hz} is too low for {_CONTRAST_BANDS} "
                              f"spectral-contrast octaves from 200 Hz")
         self._mel: np.ndarray | None = None
 
@@ -105,27 +104,29 @@ class LibrosaProsody(Extractor):
 
     # --- work ----------------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
-        # librosa JIT-compiles some kernels (numba) on first use; pay that here, not in batch 1.
-        t = np.arange(int(0.5 * self.config.sample_rate_hz)) / self.config.sample_rate_hz
-        self.features(0.1 * np.sin(2 * np.pi * 150.0 * t).astype(np.float32))
+        self.warmup()
         super().setup(device)
 
-    def extract_batch(self, samples: Sequence[Sample]) -> list[np.ndarray | ExtractionFailure]:
-        """One ``[D]`` float32 vector or failure per sample, in order."""
+    def warmup(self) -> None:
+        # librosa JIT-compiles some kernels (numba) on first use; pay that here (in each decoding
+        # worker, and in setup for in-process runs), not on the first clip.
+        t = np.arange(int(0.5 * self.config.sample_rate_hz)) / self.config.sample_rate_hz
+        self.features(0.1 * np.sin(2 * np.pi * 150.0 * t).astype(np.float32))
+
+    def load(self, sample: Sample) -> np.ndarray:
+        """CPU stage: decode the audio and compute the statistics here, in the decoding worker,
+        so they run in parallel across workers; float32 ``[D]``. Raises :class:`MediaError`."""
         from threadpoolctl import threadpool_limits
 
-        if not self._ready:
-            self.setup(self.device)
-        out: list[np.ndarray | ExtractionFailure] = []
+        wav = load_audio(sample, self.config.sample_rate_hz)
         # The matrices here are tiny ([40, 257] x [257, T]); a multi-threaded BLAS only spins,
         # which tripled CPU time per clip in measurements (16 -> 45 ms) on a busy 2-core machine.
         with threadpool_limits(limits=1, user_api="blas"):
-            for sample in samples:
-                try:
-                    out.append(self.features(load_audio(sample, self.config.sample_rate_hz)))
-                except MediaError as err:
-                    out.append(err.to_failure(sample.name))
-        return out
+            return self.features(wav)
+
+    def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The statistics are done in :meth:`load`; one ``[D]`` float32 vector per sample."""
+        return [np.asarray(x, dtype=np.float32) for x in inputs]
 
     def features(self, wav: np.ndarray) -> np.ndarray:
         """Float32 ``[D]`` for a mono waveform ``[N]`` at ``sample_rate_hz``.
@@ -144,27 +145,18 @@ class LibrosaProsody(Extractor):
                              f"least min_duration_s={c.min_duration_s}")
 
         # All frame-wise series below use centred frames at the same hop: T = 1 + N // hop.
-        rms = librosa.feature.rms(y=y, frame_length=c.n_fft, hop_length=hop)[0]
-        rms_db = 20.0 * np.log10(np.maximum(rms, 10 ** (_DB_FLOOR / 20)))
-        peak_db = float(rms_db.max())
-        if peak_db < c.silence_dbfs:
-            raise MediaError("silent_audio", f"the loudest {1000 * c.n_fft / sr:.0f} ms frame is at "
-                             f"{peak_db:.1f} dBFS, below silence_dbfs={c.silence_dbfs}")
-        active = (rms_db >= peak_db - c.activity_range_db) & (rms_db >= c.silence_dbfs)
-
-        f0_hz = librosa.yin(y, fmin=c.fmin_hz, fmax=c.fmax_hz, sr=sr,
-                            frame_length=c.frame_length, hop_length=hop)
-        periodic = self._periodicity(y, f0_hz) >= c.periodicity_threshold
+        track = voicing_track(y, self.name, c)
+        rms_db, active, f0_hz, periodic = track.rms_db, track.active, track.f0_hz, track.periodic
         mag = np.abs(librosa.stft(y, n_fft=c.n_fft, hop_length=hop))          # [F, T]
         zcr = librosa.feature.zero_crossing_rate(y, frame_length=c.n_fft, hop_length=hop)[0]
 
-        n_frames = min(rms.size, f0_hz.size, mag.shape[1], zcr.size)
+        n_frames = min(rms_db.size, f0_hz.size, mag.shape[1], zcr.size)
         rms_db, active, f0_hz, periodic = (a[:n_frames] for a in (rms_db, active, f0_hz, periodic))
         mag, zcr = mag[:, :n_frames], zcr[:n_frames]
         voiced = active & periodic
 
         parts = [self._f0_block(f0_hz, voiced, hop / sr),
-                 _stats(rms_db[active]), [active.mean()]]
+                 summary_stats(rms_db[active]), [active.mean()]]
 
         spectral = np.stack([
             librosa.feature.spectral_centroid(S=mag, sr=sr)[0] / 1000.0,
@@ -191,34 +183,6 @@ class LibrosaProsody(Extractor):
             raise MediaError("nonfinite_feature", f"non-finite prosody features: {bad[:5]}")
         return out
 
-    def _periodicity(self, y: np.ndarray, f0_hz: np.ndarray) -> np.ndarray:
-        """Normalised cross-correlation ``[T]`` of each pitch frame with itself one yin period on
-        (1 = periodic, noise near 0).
-
-        A fixed window of ``frame_length - max_period`` samples is compared with the same window
-        shifted by the period, each normalised by its own energy, so the score does not depend on
-        loudness or on the period.
-        """
-        c = self.config
-        n = c.frame_length
-        padded = np.pad(y, n // 2)                  # the same centring yin uses
-        max_period = int(np.ceil(c.sample_rate_hz / c.fmin_hz)) + 1
-        window = n - max_period
-        starts = np.arange(f0_hz.size) * c.hop_length                                # [T]
-        offsets = np.arange(window)
-        head = padded[starts[:, None] + offsets]                                     # [T, W]
-        head_energy = np.einsum("tw,tw->t", head, head)
-        period = np.rint(c.sample_rate_hz / f0_hz).astype(np.int64)
-        best = np.zeros(f0_hz.size, dtype=np.float32)
-        # yin's period is sub-sample accurate; the integer lags around it bracket the peak.
-        for lag in (period - 1, period, period + 1):
-            lag = np.clip(lag, 1, max_period)
-            tail = padded[(starts + lag)[:, None] + offsets]                         # [T, W]
-            corr = np.einsum("tw,tw->t", head, tail) / np.sqrt(
-                head_energy * np.einsum("tw,tw->t", tail, tail) + 1e-20)
-            best = np.maximum(best, corr)
-        return best
-
     def _mel_basis(self) -> np.ndarray:
         """``[n_mels, 1 + n_fft // 2]`` mel filterbank; built once (it costs more than the STFT)."""
         if self._mel is None:
@@ -241,13 +205,7 @@ class LibrosaProsody(Extractor):
         slope = np.polyfit(times, st, 1)[0]
         both = voiced[1:] & voiced[:-1]            # deltas only between adjacent voiced frames
         abs_delta = np.abs(np.diff(semitones))[both].mean() if both.any() else 0.0
-        return np.concatenate([_stats(st), [slope, abs_delta, voiced_fraction]])
-
-
-def _stats(x: np.ndarray) -> np.ndarray:
-    """``[6]``: mean, std, p10, p50, p90 and the p95 - p5 range of a non-empty series."""
-    p5, p10, p50, p90, p95 = np.percentile(x, [5, 10, 50, 90, 95])
-    return np.array([x.mean(), x.std(), p10, p50, p90, p95 - p5])
+        return np.concatenate([summary_stats(st), [slope, abs_delta, voiced_fraction]])
 
 
 def _delta_std(mfcc: np.ndarray) -> np.ndarray:
@@ -259,3 +217,107 @@ def _delta_std(mfcc: np.ndarray) -> np.ndarray:
     if width < 3:
         return np.zeros(mfcc.shape[0])
     return librosa.feature.delta(mfcc, width=width).std(axis=1)
+
+
+# --- pieces shared with the other librosa extractors (egemaps_librosa) ---------------------
+class PitchSettings(Protocol):
+    """The config fields :func:`voicing_track` reads (both librosa extractors' configs have them)."""
+
+    sample_rate_hz: int
+    n_fft: int
+    frame_length: int
+    hop_length: int
+    fmin_hz: float
+    fmax_hz: float
+    periodicity_threshold: float
+    activity_range_db: float
+    silence_dbfs: float
+
+
+@dataclass(frozen=True)
+class VoicingTrack:
+    """Frame-wise activity and pitch of a clip, all ``[T]`` on centred frames at ``hop_length``.
+
+    ``rms_db``: frame RMS in dBFS (``n_fft`` frames); ``active``: within ``activity_range_db`` of
+    the loudest frame and above ``silence_dbfs``; ``f0_hz``: yin's pitch (a value for every frame,
+    noise included); ``periodicity``: normalised correlation one period on (1 = periodic);
+    ``periodic``: ``periodicity >= periodicity_threshold``. A frame is voiced when it is active and
+    periodic.
+    """
+
+    rms_db: np.ndarray
+    active: np.ndarray
+    f0_hz: np.ndarray
+    periodicity: np.ndarray
+    periodic: np.ndarray
+
+    @property
+    def voiced(self) -> np.ndarray:
+        n = min(self.active.size, self.periodic.size)
+        return self.active[:n] & self.periodic[:n]
+
+
+def check_pitch_settings(name: str, c: PitchSettings) -> None:
+    """Raise ``ValueError`` for pitch settings yin cannot honour."""
+    if not 0 < c.fmin_hz < c.fmax_hz < c.sample_rate_hz / 2:
+        raise ValueError(f"{name} needs 0 < fmin_hz < fmax_hz < Nyquist, got "
+                         f"fmin_hz={c.fmin_hz}, fmax_hz={c.fmax_hz}, sample_rate_hz={c.sample_rate_hz}")
+    if c.sample_rate_hz / c.fmin_hz >= c.frame_length // 2:
+        raise ValueError(f"frame_length={c.frame_length} is too short for fmin_hz={c.fmin_hz}: "
+                         f"yin needs frame_length > 2 * sample_rate_hz / fmin_hz")
+
+
+def voicing_track(y: np.ndarray, name: str, c: PitchSettings) -> VoicingTrack:
+    """Activity, yin pitch and periodicity of a mono waveform ``[N]``.
+
+    Raises :class:`MediaError` ``silent_audio`` when the loudest frame is below ``silence_dbfs``.
+    """
+    import librosa
+
+    sr, hop = c.sample_rate_hz, c.hop_length
+    rms = librosa.feature.rms(y=y, frame_length=c.n_fft, hop_length=hop)[0]
+    rms_db = 20.0 * np.log10(np.maximum(rms, 10 ** (_DB_FLOOR / 20)))
+    peak_db = float(rms_db.max())
+    if peak_db < c.silence_dbfs:
+        raise MediaError("silent_audio", f"the loudest {1000 * c.n_fft / sr:.0f} ms frame is at "
+                         f"{peak_db:.1f} dBFS, below silence_dbfs={c.silence_dbfs} ({name})")
+    active = (rms_db >= peak_db - c.activity_range_db) & (rms_db >= c.silence_dbfs)
+    f0_hz = librosa.yin(y, fmin=c.fmin_hz, fmax=c.fmax_hz, sr=sr,
+                        frame_length=c.frame_length, hop_length=hop)
+    score = periodicity(y, f0_hz, c)
+    return VoicingTrack(rms_db, active, f0_hz, score, score >= c.periodicity_threshold)
+
+
+def periodicity(y: np.ndarray, f0_hz: np.ndarray, c: PitchSettings) -> np.ndarray:
+    """Normalised cross-correlation ``[T]`` of each pitch frame with itself one yin period on
+    (1 = periodic, noise near 0).
+
+    A fixed window of ``frame_length - max_period`` samples is compared with the same window
+    shifted by the period, each normalised by its own energy, so the score does not depend on
+    loudness or on the period. For a harmonic signal plus white noise it estimates
+    ``P_harmonic / (P_harmonic + P_noise)``, which is what the HNR of ``egemaps_librosa`` uses.
+    """
+    n = c.frame_length
+    padded = np.pad(y, n // 2)                  # the same centring yin uses
+    max_period = int(np.ceil(c.sample_rate_hz / c.fmin_hz)) + 1
+    window = n - max_period
+    starts = np.arange(f0_hz.size) * c.hop_length                                # [T]
+    offsets = np.arange(window)
+    head = padded[starts[:, None] + offsets]                                     # [T, W]
+    head_energy = np.einsum("tw,tw->t", head, head)
+    period = np.rint(c.sample_rate_hz / f0_hz).astype(np.int64)
+    best = np.zeros(f0_hz.size, dtype=np.float32)
+    # yin's period is sub-sample accurate; the integer lags around it bracket the peak.
+    for lag in (period - 1, period, period + 1):
+        lag = np.clip(lag, 1, max_period)
+        tail = padded[(starts + lag)[:, None] + offsets]                         # [T, W]
+        corr = np.einsum("tw,tw->t", head, tail) / np.sqrt(
+            head_energy * np.einsum("tw,tw->t", tail, tail) + 1e-20)
+        best = np.maximum(best, corr)
+    return best
+
+
+def summary_stats(x: np.ndarray) -> np.ndarray:
+    """``[6]``: mean, std, p10, p50, p90 and the p95 - p5 range of a non-empty series."""
+    p5, p10, p50, p90, p95 = np.percentile(x, [5, 10, 50, 90, 95])
+    return np.array([x.mean(), x.std(), p10, p50, p90, p95 - p5])
