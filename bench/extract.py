@@ -238,7 +238,14 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901
         torch.set_num_threads(args.threads)
 
     source, samples = load_clips(args.source, args.n, args.cache_dir)
-    rows = [bench_one(name, samples, args.device, args.workers) for name in names]
+    rows = []
+    for name in names:
+        try:
+            rows.append(bench_one(name, samples, args.device, args.workers))
+        except (FileNotFoundError, ValueError, ImportError) as err:
+            # an extractor whose weights must be given by hand (model_path, weights_path) or whose
+            # optional package is absent: say so and go on with the others
+            print(f"{name}: skipped, {err}", file=sys.stderr)
     print_table(rows, f"{len(samples)} clips ({mean_duration_s(samples):.1f} s each on average) from "
                       f"the {source} source; device {args.device}; {os.cpu_count()} CPU cores")
 

