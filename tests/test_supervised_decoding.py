@@ -79,7 +79,7 @@ if __name__ == "__main__":
     ss = [Sample(f"s{i:03d}", "train") for i in range(160)] + [Sample("q_segv", "train"), Sample("r_raise", "train")]
     ext = Misbehaving(slow_s=0.03, log_path=log, batch_size=4)
     entry = FeatureStore(root).entry("ds", Misbehaving().identity())
-    fill_entry(entry, ext, ss, progress=False, workers=2, prefetch=2, timeout_s=60)
+    fill_entry(entry, ext, ss, progress=False, workers=2, prefetch=2, timeout_s=60, flush_interval_s=0.0)
     print("DONE", flush=True)
 """
 

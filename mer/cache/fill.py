@@ -45,6 +45,8 @@ class FillOptions:
     max_failure_fraction: float = 1.0
     min_samples_for_abort: int = 20
     consolidate: bool = True         # fold parts into the memory-mapped generation at the end
+    flush_interval_s: float = 0.5    # write finished batches at most this often (one fsync'd part
+                                     # each); a kill loses at most this much finished work
     shard: tuple[int, int] | None = None   # (index, count): only names whose stable hash % count == index
 
 
@@ -236,23 +238,34 @@ def _run(entry: CacheEntry, extractor: Extractor, todo: list[Sample], device: st
                 extractor.setup(device)
             for i in range(0, len(todo), bs):
                 batch = todo[i:i + bs]
-                flush(*finish(batch, _extract_isolated(extractor, batch)))
+                flush(*finish(batch, _extract_isolated(extractor, batch)))   # one-stage: per batch
             return
         pending_s: list[Sample] = []
         pending_x: list[Any] = []
-        load_fails: list[Failure] = []
+        done: tuple[list[str], list[np.ndarray], list[Failure]] = ([], [], [])
+        last_flush = time.monotonic()
+
+        def keep(names, arrays, fails) -> None:
+            done[0].extend(names)
+            done[1].extend(arrays)
+            done[2].extend(fails)
+
         for sample, item in _decoded(extractor, todo, opts, report):
             if isinstance(item, ExtractionFailure):
-                load_fails.append(_as_failure(sample, item))
+                keep([], [], [_as_failure(sample, item)])
             else:
                 pending_s.append(sample)
                 pending_x.append(item)
-            if len(pending_s) >= bs or len(load_fails) >= bs:
-                names, arrays, fails = _forward_batch(extractor, device, pending_s, pending_x, finish)
-                flush(names, arrays, load_fails + fails)
-                pending_s, pending_x, load_fails = [], [], []
-        names, arrays, fails = _forward_batch(extractor, device, pending_s, pending_x, finish)
-        flush(names, arrays, load_fails + fails)
+            if len(pending_s) >= bs:
+                keep(*_forward_batch(extractor, device, pending_s, pending_x, finish))
+                pending_s, pending_x = [], []
+            if (done[0] or done[2]) and (time.monotonic() - last_flush >= opts.flush_interval_s
+                                         or len(done[0]) + len(done[2]) >= 4096):
+                flush(*done)
+                done = ([], [], [])
+                last_flush = time.monotonic()
+        keep(*_forward_batch(extractor, device, pending_s, pending_x, finish))
+        flush(*done)
     finally:
         bar.close()
 
