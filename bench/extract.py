@@ -16,7 +16,8 @@ on the same clips), ``decode/s`` (the ``load`` stage alone, in this process), ``
 ``forward`` stage alone, on inputs decoded beforehand, in ``batch_size`` batches), ``e2e/s`` (a
 real cache fill: supervised decoding workers feeding the model, writes included, worker start-up
 excluded), ``e2e/model`` (goal >= 0.9: extraction is bound by the model, not by decoding), then
-``dim`` and ``failed`` (by reason). One-stage extractors (no ``load``/``forward`` split) show only
+``e2e/bound`` (end to end against the slower stage: the model alone, or decoding spread over the
+workers; near 1 means the pipeline adds nothing), ``dim`` and ``failed`` (by reason). One-stage extractors (no ``load``/``forward`` split) show only
 ``e2e/s``, measured in process.
 """
 from __future__ import annotations
@@ -139,6 +140,13 @@ class Row:
     def ratio(self) -> float | None:
         return self.e2e_per_s / self.model_per_s if self.model_per_s else None
 
+    @property
+    def bound(self) -> float | None:
+        """What the slower stage allows: the model alone, or decoding spread over the workers."""
+        if not self.model_per_s or not self.decode_per_s:
+            return None
+        return min(self.model_per_s, self.decode_per_s * max(1, self.workers))
+
 
 def bench_one(name: str, samples: Sequence[Sample], device: str, workers: int) -> Row:
     from mer.cache.fill import fill_entry, is_two_stage
@@ -157,6 +165,11 @@ def bench_one(name: str, samples: Sequence[Sample], device: str, workers: int) -
     batch_size = max(1, int(getattr(extractor.config, "batch_size", 16)))
 
     decode_rate = model_rate = None
+    if workers < 0:
+        from mer.cache.fill import FillOptions
+        from mer.features import resolve_workers
+
+        workers = resolve_workers(FillOptions(workers=-1), extractor, 10_000).workers
     if is_two_stage(extractor):
         started = time.perf_counter()
         loaded = [load_or_failure(extractor, s) for s in samples]
@@ -197,12 +210,13 @@ def mean_duration_s(samples: Sequence[Sample]) -> float:
 
 def print_table(rows: Sequence[Row], header_note: str) -> None:
     print(header_note)
-    head = ("extractor", "setup_s", "fit_s", "decode/s", "model/s", "e2e/s", "workers", "e2e/model", "dim",
-            "failed")
+    head = ("extractor", "setup_s", "fit_s", "decode/s", "model/s", "e2e/s", "workers", "e2e/model",
+            "e2e/bound", "dim", "failed")
     f1 = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     cells = [(r.extractor, f"{r.setup_s:.2f}", "-" if r.fit_s is None else f"{r.fit_s:.2f}",
               f1(r.decode_per_s), f1(r.model_per_s), f1(r.e2e_per_s), str(r.workers),
-              "-" if r.ratio is None else f"{r.ratio:.2f}", r.dim, r.failed) for r in rows]
+              "-" if r.ratio is None else f"{r.ratio:.2f}",
+              "-" if r.bound is None else f"{r.e2e_per_s / r.bound:.2f}", r.dim, r.failed) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     print("  ".join("-" * w for w in widths))
@@ -217,8 +231,9 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901
     parser.add_argument("--n", type=int, default=64, help="number of clips")
     parser.add_argument("--source", choices=("auto", *CLIP_SOURCES), default="auto")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="decoding worker processes in the end-to-end fill (0: decode in process)")
+    parser.add_argument("--workers", type=int, default=-1,
+                        help="decoding worker processes in the end-to-end fill (0: decode in process; "
+                             "-1: what extract.workers=auto picks)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--cache-dir", type=Path,
