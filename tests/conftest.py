@@ -10,6 +10,7 @@ configure_environment()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_GOLDEN = REPO.parent / "shared" / "golden"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,3 +34,14 @@ def shared_data(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} is absent (the shared real-data folder beside the repo)")
     return p
+
+
+def golden_dir(name: str) -> Path:
+    """``../shared/golden/<name>`` (outputs of reference code, read in place, never copied)."""
+    return SHARED_GOLDEN / name
+
+
+def needs_golden(name: str):
+    """Skip marker for tests that compare against ``../shared/golden/<name>``."""
+    return pytest.mark.skipif(not golden_dir(name).is_dir(),
+                              reason=f"{golden_dir(name)} is absent (the shared golden folder beside the repo)")

@@ -1,0 +1,89 @@
+"""Weight tags: short names for released model files that cannot ship in a wheel.
+
+A tag says what a file is (its origin, what it was trained on, its file name) and where mer looks
+for it: ``$MER_WEIGHTS_DIR/<tag>/<filename>`` (default ``~/.cache/mer/weights``). mer never
+downloads weights at run time; when a tagged file is absent, :func:`resolve_weights` raises with
+the address to fetch it from by hand and the path to put it at. Anything that is not a tag is taken
+as a path to a file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WeightTag:
+    tag: str
+    filename: str
+    url: str
+    description: str
+    kind: str                     # 'pretrain' | 'finetune'
+    classes: tuple[str, ...] = ()  # the head's class order, fine-tuned files only
+
+
+WEIGHT_TAGS: dict[str, WeightTag] = {}
+
+
+def register_weight_tag(tag: WeightTag) -> WeightTag:
+    if tag.tag in WEIGHT_TAGS and WEIGHT_TAGS[tag.tag] != tag:
+        raise ValueError(f"weight tag {tag.tag!r} is registered twice")
+    WEIGHT_TAGS[tag.tag] = tag
+    return tag
+
+
+def weights_dir() -> Path:
+    """``$MER_WEIGHTS_DIR``, else ``$MER_CACHE_DIR/weights``, else ``~/.cache/mer/weights``."""
+    if os.environ.get("MER_WEIGHTS_DIR"):
+        return Path(os.environ["MER_WEIGHTS_DIR"]).expanduser()
+    cache = os.environ.get("MER_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "mer")
+    return Path(cache) / "weights"
+
+
+def resolve_weights(name_or_path: str) -> Path:
+    """A tag's file under :func:`weights_dir`, or ``name_or_path`` itself as a file path. Raises
+    ``FileNotFoundError`` saying where to get the file and where to put it."""
+    tag = WEIGHT_TAGS.get(name_or_path)
+    if tag is None:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            known = ", ".join(sorted(WEIGHT_TAGS)) or "(none)"
+            raise FileNotFoundError(f"weights {name_or_path!r} are neither a file nor a weight tag "
+                                    f"(tags: {known})")
+        return path
+    path = weights_dir() / tag.tag / tag.filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights {tag.tag!r} ({tag.description}) are not at {path}. mer does not download "
+            f"weights: fetch {tag.url} by hand and save it as {path} (or set MER_WEIGHTS_DIR, or "
+            f"pass the file's path instead of the tag)")
+    return path
+
+
+# --- MAE-DFER (sunlicai/MAE-DFER, MIT): Google Drive files of the official README ---------------
+_DRIVE = "https://drive.google.com/file/d/{}/view"
+DFEW_CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+FERV39K_CLASSES = DFEW_CLASSES
+MAFW_CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt",
+                "anxiety", "helplessness", "disappointment")
+
+register_weight_tag(WeightTag(
+    "mae_dfer_voxceleb2", "checkpoint-49.pth", _DRIVE.format("1nzvMITUHic9fKwjQ7XLcnaXYViWTawRv"),
+    "MAE-DFER LGI-Former pretrained on VoxCeleb2 dev (50 epochs of the 100-epoch schedule)", "pretrain"))
+_FOLD_FILES = {
+    "dfew": (DFEW_CLASSES, ("1wRxwEZlrc3z3DqQ84xm_olmqRsj2obH3", "1lY4L2PMVWuF93K6_VqEl7QrPoSK0SvaQ",
+                            "1FPKxBoGO3VXvLhcHY8iOPb9lQPi0_C1z", "1yFDc1n8SaTEQWrVX8k65loQm45rfwQeO",
+                            "1wmXO4M2kjpAOnvof8CmpJE6wUrxMUOgw")),
+    "mafw": (MAFW_CLASSES, ("1BXTp-2mdy0fvrcjwFsZ4fPY53E4DotvR", "1Lzm50nPzZtTODfNYSkSLm09mhExHu2eL",
+                            "1WlCTw5OjV6SZ7L7rU5xzvbVD_GTcp8CC", "18fdMGu-GdYxUmCEG-33NR3hxvHFyrO-v",
+                            "1CO6OY-P6oM5LMikLTlB5iz_AXack2vfH")),
+}
+for _dataset, (_classes, _ids) in _FOLD_FILES.items():
+    for _fold, _id in enumerate(_ids, start=1):
+        register_weight_tag(WeightTag(
+            f"mae_dfer_{_dataset}_fold{_fold}", "checkpoint-best.pth", _DRIVE.format(_id),
+            f"MAE-DFER fine-tuned on {_dataset.upper()} fold {_fold} ({len(_classes)} classes)", "finetune", _classes))
+register_weight_tag(WeightTag(
+    "mae_dfer_ferv39k", "checkpoint-best.pth", _DRIVE.format("1vq9WxuV229spEX7JQCMTluLXvvefLRzq"),
+    "MAE-DFER fine-tuned on FERV39k (reproduced run, 7 classes)", "finetune", FERV39K_CLASSES))

@@ -1,0 +1,55 @@
+"""``python -m mer.pretrain [key=value ...]`` -- MAE-DFER pretraining on a dataset's own clips.
+
+The manifest comes from the same ``data`` configs as ``mer.run``; checkpoints land in ``out_dir``
+in the official layout, ready for ``features/visual=mae_dfer features.visual.options.weights=...``.
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mer.setup_env import configure_environment
+
+configure_environment()
+
+
+def run(cfg: DictConfig):
+    """The whole job without Hydra's decorator (tests call this)."""
+    from pathlib import Path
+
+    from mer.pipeline import load_manifest
+    from mer.pretraining.train import PretrainSettings, pretrain
+    from mer.tracking import build_tracker, git_commit
+    from mer.training.estimator import resolve_device
+
+    manifest = load_manifest(cfg)
+    samples = [s for s in manifest.samples if not cfg.splits or s.split in set(cfg.splits)]
+    if cfg.max_clips:
+        samples = samples[: int(cfg.max_clips)]
+    settings = PretrainSettings(**OmegaConf.to_container(cfg.pretraining, resolve=True))
+    device = resolve_device(str(cfg.device))
+    tracker = build_tracker(cfg.get("tracking"), cfg.paths.runs_dir)
+    with tracker.start(f"pretrain-{settings.model}", tags={"task": "pretrain", "dataset": str(cfg.data.name)}):
+        tracker.log_params({"pretraining": OmegaConf.to_container(cfg.pretraining, resolve=True),
+                            "data": str(cfg.data.name), "clips": len(samples), "device": device, **git_commit()})
+        result = pretrain(settings, samples, cfg.out_dir, frames_root=Path(cfg.paths.cache_dir) / "pretrain_frames",
+                          device=device, progress=bool(cfg.progress),
+                          on_epoch=lambda epoch, stats: tracker.log_metrics(
+                              {"train_loss": stats["train_loss"], "train_lr": stats["train_lr"]}, step=epoch))
+        tracker.log_metrics({"seconds_total": result.seconds})
+        tracker.log_artifact(Path(cfg.out_dir) / "log.txt")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+def main(cfg: DictConfig) -> None:
+    result = run(cfg)
+    losses = ", ".join(f"{e}: {v:.4f}" for e, v in result.epoch_losses.items())
+    print(f"pretrained {result.n_parameters / 1e6:.2f} M parameters on {result.clips} clips, "
+          f"{result.steps} steps in {result.seconds:.0f} s; loss by epoch: {losses or '-'}")
+    for path in result.checkpoints:
+        print(f"checkpoint: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Self-supervised pretraining of feature extractors on a dataset's own clips (``python -m mer.pretrain``)."""
