@@ -2,6 +2,9 @@
 
 The manifest comes from the same ``data`` configs as ``mer.run``; checkpoints land in ``out_dir``
 in the official layout, ready for ``features/visual=mae_dfer features.visual.options.weights=...``.
+The run is tracked (MLflow by default, a sqlite store under ``paths.runs_dir``): the settings, the
+loss per optimiser step (``train_loss_step``) and per epoch (``train_loss``), the learning rate,
+sample reconstructions (``reconstructions/epoch-<e>-{appearance,motion}.png``) and ``log.txt``.
 """
 from __future__ import annotations
 
@@ -32,12 +35,17 @@ def run(cfg: DictConfig):
     with tracker.start(f"pretrain-{settings.model}", tags={"task": "pretrain", "dataset": str(cfg.data.name)}):
         tracker.log_params({"pretraining": OmegaConf.to_container(cfg.pretraining, resolve=True),
                             "data": str(cfg.data.name), "clips": len(samples), "device": device, **git_commit()})
-        result = pretrain(settings, samples, cfg.out_dir, frames_root=Path(cfg.paths.cache_dir) / "pretrain_frames",
-                          device=device, progress=bool(cfg.progress),
-                          on_epoch=lambda epoch, stats: tracker.log_metrics(
-                              {"train_loss": stats["train_loss"], "train_lr": stats["train_lr"]}, step=epoch))
+        result = pretrain(
+            settings, samples, cfg.out_dir, frames_root=Path(cfg.paths.cache_dir) / "pretrain_frames",
+            device=device, progress=bool(cfg.progress),
+            on_step=lambda step, stats: tracker.log_metrics(
+                {"train_loss_step": stats["loss"], "lr": stats["lr"]}, step=step),
+            on_epoch=lambda epoch, stats: tracker.log_metrics(
+                {"train_loss": stats["train_loss"], "train_lr": stats["train_lr"]}, step=epoch),
+            on_images=lambda epoch, paths: [tracker.log_artifact(p, subdir="reconstructions") for p in paths])
         tracker.log_metrics({"seconds_total": result.seconds})
-        tracker.log_artifact(Path(cfg.out_dir) / "log.txt")
+        if (Path(cfg.out_dir) / "log.txt").is_file():
+            tracker.log_artifact(Path(cfg.out_dir) / "log.txt")
     return result
 
 

@@ -1,5 +1,5 @@
-"""The ``mae_dfer`` extractor: weight tags, the official test views, outputs against the golden
-official features, and failures. Checkpoints are the tiny official-format ones read in place
+"""The ``mae_dfer`` extractor: weight tags, face options, the official test views, outputs against
+the golden official features, the frame level, and failures. Checkpoints are the tiny official-format ones read in place
 from ``../shared/golden/maedfer`` (tests that need them skip when it is absent)."""
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from feature_extractors.base import EXTRACTORS, ExtractionFailure, build_extractor, load_extractors
-from feature_extractors.visual.mae_dfer import MAEDFERExtractor, nearest_available, official_view_indices
+from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
+from feature_extractors.visual.mae_dfer import (MAEDFERExtractor, nearest_available, official_view_indices,
+                                               window_indices)
 from feature_extractors.weights import WEIGHT_TAGS, resolve_weights
 from mer.data.manifest import Sample
 
@@ -141,20 +143,68 @@ def test_pickles_without_weights_for_decoding_workers():
 @with_golden
 def test_on_cuda_the_features_match_the_official_ones(golden):
     clips = clips_of(golden)
-    fp32 = MAEDFERExtractor(weights=FINETUNE)
+    fp32 = MAEDFERExtractor(weights=FINETUNE, precision="fp32")
     fp32.setup("cuda")
     # cuDNN's TF32 convolution (torch's default) costs about 1e-3 here; bf16 about 1e-2
     np.testing.assert_allclose(fp32.embed_clips(clips), golden["ft_region_feature_fp32"], atol=5e-3)
     bf16 = MAEDFERExtractor(weights=FINETUNE, precision="bf16")
     bf16.setup("cuda")
     np.testing.assert_allclose(bf16.embed_clips(clips), golden["ft_region_feature_fp32"], atol=5e-2)
+    auto = MAEDFERExtractor(weights=FINETUNE)                       # the default: bf16 autocast on CUDA
+    auto.setup("cuda")
+    np.testing.assert_array_equal(auto.embed_clips(clips), bf16.embed_clips(clips))
 
 
 @with_golden
 def test_bf16_runs_on_the_cpu_close_to_fp32(golden):
     clips = clips_of(golden)[:1]
-    fp32 = MAEDFERExtractor(weights=FINETUNE).embed_clips(clips)
+    fp32 = MAEDFERExtractor(weights=FINETUNE).embed_clips(clips)          # 'auto' is fp32 on a CPU
+    np.testing.assert_array_equal(fp32, MAEDFERExtractor(weights=FINETUNE, precision="fp32").embed_clips(clips))
     bf16 = MAEDFERExtractor(weights=FINETUNE, precision="bf16").embed_clips(clips)
     fp16 = MAEDFERExtractor(weights=FINETUNE, precision="fp16").embed_clips(clips)   # CPU: stays fp32
     assert 0 < np.abs(bf16 - fp32).max() < 0.1
     np.testing.assert_array_equal(fp16, fp32)
+
+
+def test_face_options_are_the_shared_pipelines_with_every_frame_at_160():
+    from feature_extractors.visual.faces import FaceConfig
+
+    ex = MAEDFERExtractor(weights=FINETUNE)
+    assert ex.config.face == FaceConfig(size=160, max_frames=0)          # every frame: the views need every 4th
+    assert MAEDFERExtractor(face={"max_frames": 32}).config.face == FaceConfig(size=160, max_frames=32)
+    with pytest.raises(KeyError, match="haar"):
+        MAEDFERExtractor(face={"detector": "no_such_detector"})          # validated like every face extractor
+    with pytest.raises(ValueError, match="at least 8 pixels"):
+        MAEDFERExtractor(face={"size": 4})
+    key = ex.identity()["config"]
+    assert key["face"]["max_frames"] == 0 and "detector_weights" not in key["face"]
+    assert MAEDFERExtractor(weights=FINETUNE, face={"size": 112}).identity() != ex.identity()
+
+
+def test_window_indices_cover_the_strided_track():
+    windows, strided = window_indices(100, 16, 4)                        # 25 strided frames -> 2 windows
+    assert strided == 25 and windows.shape == (2, 16)
+    assert windows.reshape(-1)[:25].tolist() == list(range(0, 100, 4)) and (windows[1, 9:] == 96).all()
+
+
+@with_golden
+def test_frame_level_gives_one_row_per_time_region_in_time_order(tmp_path):
+    sample = face_track(tmp_path, "clip_f", frames=100)                  # 25 strided frames: 2 windows, 7 rows
+    ex = MAEDFERExtractor(weights=FINETUNE, level="frame", feature="org", face={"max_frames": 0})
+    assert ex.level == "frame" and ex.identity()["level"] == "frame"
+    assert ex.identity() != MAEDFERExtractor(weights=FINETUNE, feature="org", face={"max_frames": 0}).identity()
+    loaded = ex.load(sample)
+    assert loaded.clips.shape == (2, 16, 160, 160, 3) and loaded.frames == 25
+    assert (loaded.clips[:, :, 0, 0, 0].reshape(-1)[:25] == np.arange(0, 100, 4)).all()   # frame k has level k
+    out = ex.extract_batch([sample])[0]
+    assert out.shape == (7, 64) and out.dtype == np.float32              # ceil(25 / 4) rows of 4 strided frames
+    # row r: fc_norm of the mean of the local tokens of time region r (regions n = nt * 2 + nh)
+    model = ex._model
+    x = (torch.from_numpy(loaded.clips).permute(0, 4, 1, 2, 3).float() / 255
+         - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
+    with torch.no_grad():
+        tokens = model.forward_tokens(x)                                  # [2, 8, 101, 64]
+        rows = model.fc_norm(tokens[:, :, 1:].reshape(2, 4, 2 * 100, 64).mean(2)).reshape(8, 64)
+    np.testing.assert_allclose(out, rows[:7].numpy(), atol=1e-5)
+    probs = MAEDFERExtractor(weights=FINETUNE, level="frame", head_probs=True).extract_batch([sample])[0]
+    assert probs.shape == (7, 64 + 6) and np.allclose(probs[:, 64:].sum(1), 1, atol=1e-5)

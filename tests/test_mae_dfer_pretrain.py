@@ -1,6 +1,8 @@
-"""MAE-DFER pretraining: schedule, weight-decay groups, clip sampling, the loop, its checkpoints,
-and ``python -m mer.pretrain``. The objective itself (masks, targets, loss, model) is checked
-against the official code in test_mae_dfer.py."""
+"""MAE-DFER pretraining: schedule, weight-decay groups, clip sampling, the loop (gradient
+accumulation, checkpoints, resuming a killed run), reconstruction images, and ``python -m
+mer.pretrain`` on the demo corpus (the loss falls, the checkpoint reloads, MLflow records it). The
+objective itself (masks, targets, loss, model, backward) is checked against the official code in
+test_mae_dfer.py."""
 from __future__ import annotations
 
 import argparse
@@ -17,9 +19,10 @@ from feature_extractors.visual.mae_dfer import MAEDFERExtractor
 from mer.data.manifest import Sample
 from mer.pretraining.clips import (MULTISCALE, ClipSampling, FrameSource, FrameStore, PretrainClips,
                                    multiscale_crop_box, train_clip_indices)
-from mer.pretraining.mae_dfer import (TubeWindowMaskGenerator, cosine_schedule, param_groups,
-                                      reconstruction_loss, reconstruction_targets)
-from mer.pretraining.train import PretrainSettings, latest_checkpoint, pretrain
+from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
+from mer.pretraining.mae_dfer import (TubeWindowMaskGenerator, cosine_schedule, param_groups, reconstruction_images,
+                                      reconstruction_targets)
+from mer.pretraining.train import PretrainSettings, latest_checkpoint, pretrain, resume_point
 
 # The released run's log (saved/.../log_50_epochs.txt): the epoch mean of the learning rate.
 RELEASED_LR_BY_EPOCH = {0: 1.8747801489124698e-05, 2: 9.374999999999999e-05, 5: 0.00018748348684423973,
@@ -101,88 +104,162 @@ def test_clips_dataset_is_deterministic_per_epoch_and_index(tmp_path):
     assert not torch.equal(mask, mask3)
 
 
-def test_optimisation_steps_lower_the_loss_on_a_batch():
-    """Gradients reach every parameter and point downhill: a few AdamW steps on one smooth batch
-    lower its loss (a check of the objective and backward, not of learning quality)."""
-    torch.manual_seed(0)
-    model = create_model("mae_dfer_pretrain_tiny")
-    t = torch.linspace(0, 1, 16).view(16, 1, 1)
-    yy, xx = torch.linspace(0, 1, 160).view(1, 160, 1), torch.linspace(0, 1, 160).view(1, 1, 160)
-    x = torch.stack([torch.sin(6 * xx + 3 * t + c + 2 * yy) for c in range(3)])[None]     # [1, 3, 16, 160, 160]
-    mask = torch.from_numpy(TubeWindowMaskGenerator()(np.random.RandomState(0)))[None]
-    target = reconstruction_targets(x, mask)
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=2e-3, betas=(0.9, 0.95))
-    losses = []
-    for _ in range(5):
-        loss = reconstruction_loss(model(x, mask), target)
-        opt.zero_grad()
-        loss.backward()
-        assert all(p.grad is not None for p in model.parameters())
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] - 0.02
+class Killed(Exception):
+    """Stands for the process being killed after a given optimiser step."""
 
 
-def test_pretrain_writes_official_checkpoints_that_load_and_resume(tmp_path):
+def tiny_settings(**overrides) -> PretrainSettings:
+    base = dict(model="mae_dfer_pretrain_tiny", epochs=2, batch_size=3, warmup_epochs=1, lr=1e-2, num_workers=0,
+                save_every=1, sampling={"stride": 1}, source={"face": {"size": 96, "max_frames": 0}},
+                reconstruction_every=0)
+    return PretrainSettings(**{**base, **overrides})
+
+
+def test_pretrain_writes_official_checkpoints_that_load_and_a_killed_run_resumes_exactly(tmp_path):
     samples = face_samples(tmp_path / "faces", 6)
-    settings = PretrainSettings(model="mae_dfer_pretrain_tiny", epochs=2, batch_size=3, warmup_epochs=1,
-                                lr=1e-2, num_workers=0, save_every=1, sampling={"stride": 1},
-                                source={"face": {"size": 96, "max_frames": 0}})
     out = tmp_path / "run"
+    settings = tiny_settings(epochs=1, batch_size=2, checkpoint_every_steps=1)      # 3 steps per epoch
     result = pretrain(settings, samples, out, frames_root=tmp_path / "frames", progress=False)
-    assert result.clips == 6 and result.steps == 4 and sorted(result.epoch_losses) == [0, 1]
-    assert latest_checkpoint(out) == (out / "checkpoint-1.pth", 1)
-    ckpt = load_torch_checkpoint(out / "checkpoint-1.pth")
-    assert set(ckpt) == {"model", "optimizer", "epoch", "scaler", "args"} and ckpt["epoch"] == 1
+    assert result.clips == 6 and result.steps == 3 and sorted(result.epoch_losses) == [0]
+    assert latest_checkpoint(out) == (out / "checkpoint-0.pth", 0)
+    ckpt = load_torch_checkpoint(out / "checkpoint-0.pth")
+    assert set(ckpt) == {"model", "optimizer", "epoch", "scaler", "args"} and ckpt["epoch"] == 0
     assert isinstance(ckpt["args"], argparse.Namespace) and ckpt["args"].encoder_num_heads == 4
-    assert ckpt["args"].lr == pytest.approx(1e-2 * 3 / 256) and ckpt["args"].mask_type == "part_window"
-    model, report = load_mae_dfer(str(out / "checkpoint-1.pth"))
+    assert ckpt["args"].lr == pytest.approx(1e-2 * 2 / 256) and ckpt["args"].mask_type == "part_window"
+    assert ckpt["args"].part_win_size == [2, 5, 10] and ckpt["args"].window_size == (8, 10, 10)
+    model, report = load_mae_dfer(str(out / "checkpoint-0.pth"))
     assert isinstance(model, MAEDFERPretrain) and report.heads_source.startswith("args.encoder_num_heads")
     for key, value in model.state_dict().items():
         assert torch.equal(value, ckpt["model"][key])
     log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
-    assert [row["epoch"] for row in log] == [0, 1] and all(np.isfinite(row["train_loss"]) for row in log)
+    assert [row["epoch"] for row in log] == [0] and np.isfinite(log[0]["train_loss"])
     # the extractor reads the checkpoint (both feature definitions)
     for feature in ("region", "encoder_norm"):
-        feats = MAEDFERExtractor(weights=str(out / "checkpoint-1.pth"), feature=feature,
-                                 face={"size": 96, "max_frames": 0}).extract_batch(samples[:2])
+        feats = MAEDFERExtractor(weights=str(out / "checkpoint-0.pth"), feature=feature,
+                                 face={"size": 96, "max_frames": 0}).extract_batch(samples[:1])
         assert all(f.shape == (64,) and np.isfinite(f).all() for f in feats)
-    # a longer schedule in the same folder resumes after epoch 1
-    longer = PretrainSettings(**{**settings.__dict__, "epochs": 3})
-    resumed = pretrain(longer, samples, out, frames_root=tmp_path / "frames", progress=False)
-    assert sorted(resumed.epoch_losses) == [2] and resumed.steps == 2
-    assert latest_checkpoint(out)[1] == 2
+
+    # the same run killed after its second optimiser step (resume.pth is written every step)
+    # and started again: it continues with the third step and ends where the whole run ended
+    def kill_after(step: int):
+        def on_step(it: int, stats: dict) -> None:
+            if it == step:
+                raise Killed
+        return on_step
+
+    killed = tmp_path / "killed"
+    with pytest.raises(Killed):
+        pretrain(settings, samples, killed, frames_root=tmp_path / "frames", progress=False, on_step=kill_after(1))
+    assert latest_checkpoint(killed) is None and (killed / "resume.pth").is_file()
+    resumed = pretrain(settings, samples, killed, frames_root=tmp_path / "frames", progress=False)
+    assert resumed.resumed_from == (0, 2) and resumed.steps == 1
+    assert resumed.step_losses == pytest.approx(result.step_losses[2:], abs=1e-6)
+    done = load_torch_checkpoint(killed / "checkpoint-0.pth")["model"]
+    assert all(torch.allclose(done[k], v, atol=1e-6) for k, v in ckpt["model"].items())
+    # a finished run started again with a longer schedule goes on after its last epoch
+    assert resume_point(out, 3)[1:] == (1, 0)
+
+
+def test_gradient_accumulation_takes_the_step_of_the_whole_batch(tmp_path):
+    """3 forwards of 1 clip per optimiser step = 1 forward of 3 clips: same clips per step, same
+    learning rate (it scales with batch_size x grad_accum), same update up to rounding."""
+    samples = face_samples(tmp_path / "faces", 3)
+    common = dict(epochs=1, warmup_epochs=0, save_every=1)
+    whole = pretrain(tiny_settings(**common), samples, tmp_path / "whole", frames_root=tmp_path / "frames",
+                     progress=False)
+    accum = pretrain(tiny_settings(batch_size=1, grad_accum=3, **common), samples, tmp_path / "accum",
+                     frames_root=tmp_path / "frames", progress=False)
+    assert whole.steps == accum.steps == 1
+    assert accum.step_losses == pytest.approx(whole.step_losses, abs=1e-5)
+    a = load_torch_checkpoint(whole.checkpoints[0])
+    b = load_torch_checkpoint(accum.checkpoints[0])
+    assert b["args"].lr == a["args"].lr and b["args"].update_freq == 3
+    assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-5) for k in a["model"])
+    before = create_model("mae_dfer_pretrain_tiny").state_dict()      # the run changed the weights
+    assert any(not torch.allclose(before[k], a["model"][k]) for k in before)
 
 
 def test_pretrain_refuses_too_few_clips_and_mismatched_sampling(tmp_path):
     samples = face_samples(tmp_path / "faces", 2)
-    with pytest.raises(ValueError, match="at least batch_size=4"):
-        pretrain(PretrainSettings(model="mae_dfer_pretrain_tiny", batch_size=4, num_workers=0,
-                                  source={"face": {"size": 96, "max_frames": 0}}),
-                 samples, tmp_path / "run", frames_root=tmp_path / "frames", progress=False)
+    with pytest.raises(ValueError, match="at least batch_size x grad_accum = 4"):
+        pretrain(tiny_settings(batch_size=2, grad_accum=2), samples, tmp_path / "run",
+                 frames_root=tmp_path / "frames", progress=False)
     with pytest.raises(ValueError, match="does not fit"):
-        pretrain(PretrainSettings(model="mae_dfer_pretrain_tiny", batch_size=2, num_workers=0,
-                                  sampling={"input_size": 192}, source={"face": {"size": 96, "max_frames": 0}}),
-                 samples, tmp_path / "run", frames_root=tmp_path / "frames", progress=False)
+        pretrain(tiny_settings(batch_size=2, sampling={"input_size": 192}), samples, tmp_path / "run",
+                 frames_root=tmp_path / "frames", progress=False)
+
+
+def test_sampling_follows_the_model_size():
+    """Unset sizes come from the model, and the mask windows from its region (h, w), as the
+    official scripts pass --part_win_size equal to --lg_region_size."""
+    model = create_model("mae_dfer_pretrain_tiny", img_size=112, num_frames=8, region_size=(1, 7, 7))
+    s = ClipSampling().for_model(model.cfg)
+    assert (s.num_frames, s.input_size, s.token_grid, s.mask_window) == (8, 112, (4, 7, 7), (7, 7))
+    with pytest.raises(ValueError, match="does not fit"):
+        ClipSampling(input_size=160).for_model(model.cfg)
+
+
+def test_reconstruction_images_give_the_clip_back_for_a_perfect_prediction():
+    gen = TubeWindowMaskGenerator()
+    t = torch.linspace(0, 1, 16).view(16, 1, 1)
+    yy, xx = torch.linspace(0, 1, 160).view(1, 160, 1), torch.linspace(0, 1, 160).view(1, 1, 160)
+    x = torch.stack([torch.sin(6 * xx + 3 * t + c + 2 * yy) for c in range(3)])          # [3, 16, 160, 160]
+    mask = torch.from_numpy(gen(np.random.RandomState(0)))
+    target = reconstruction_targets(x[None], mask[None])[0]
+    images = reconstruction_images(x, mask, target, columns=4)
+    app, motion = images["appearance"], images["motion"]
+    assert app.shape == (3 * 160, 4 * 160, 3) and motion.shape == (2 * 160, 4 * 160, 3) and app.dtype == np.uint8
+    assert np.array_equal(app[:160], app[320:]) and np.array_equal(motion[:160], motion[160:])
+    pixels = (x * torch.tensor(IMAGENET_STD).view(3, 1, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1))
+    first = (pixels[:, 0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round()
+    assert np.abs(app[:160, :160].astype(float) - first).max() <= 1                   # frame 0 as it is
+    wrong = reconstruction_images(x, mask, torch.zeros_like(target))["appearance"]
+    assert np.array_equal(wrong[:320], app[:320]) and not np.array_equal(wrong[320:], app[320:])
 
 
 @pytest.mark.slow
-def test_python_m_mer_pretrain_on_the_demo_corpus(tmp_path):
+def test_python_m_mer_pretrain_on_the_demo_corpus_lowers_the_loss_and_reloads(tmp_path):
+    """The CPU demo: the tiny recipe on demo clips, tracked in a real MLflow sqlite store."""
+    import sqlite3
+
     from hydra import compose, initialize_config_dir
 
     from mer.pretrain import run
 
     conf = Path(__file__).resolve().parents[1] / "conf"
+    runs = tmp_path / "runs"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("pretrain", overrides=[
-            "pretraining=tiny", "tracking=none", "progress=false", "max_clips=6", "device=cpu",
-            "data.demo.n_train=6", "data.demo.n_per_test=1",
-            "pretraining.epochs=1", "pretraining.batch_size=3", "pretraining.num_workers=0",
-            "pretraining.source.face.max_frames=16", f"out_dir={tmp_path / 'run'}"])
+            "pretraining=tiny", "progress=false", "max_clips=6", "device=cpu", f"paths.runs_dir={runs}",
+            "data.demo.n_train=6", "data.demo.n_per_test=1", "pretraining.epochs=2", "pretraining.batch_size=3",
+            "pretraining.lr=0.3", "pretraining.warmup_epochs=0", "pretraining.num_workers=0",
+            "pretraining.save_every=1", "pretraining.source.face.max_frames=16",
+            f"out_dir={tmp_path / 'run'}"])
     result = run(cfg)
-    assert result.clips == 6 and result.checkpoints == [tmp_path / "run" / "checkpoint-0.pth"]
-    model, report = load_mae_dfer(str(result.checkpoints[0]), layout="finetune")
-    assert report.kind == "pretrain" and model.cfg.embed_dim == 64
+    losses = [result.epoch_losses[e] for e in range(2)]
+    assert result.clips == 6 and result.steps == 4
+    assert losses[1] < losses[0] - 0.02, losses                   # the loss falls
+    assert result.checkpoints == [tmp_path / "run" / "checkpoint-0.pth", tmp_path / "run" / "checkpoint-1.pth"]
+    model, report = load_mae_dfer(str(result.checkpoints[-1]))    # the checkpoint reloads, weights intact
+    saved = load_torch_checkpoint(result.checkpoints[-1])["model"]
+    assert isinstance(model, MAEDFERPretrain) and report.epoch == 1
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    encoder, _ = load_mae_dfer(str(result.checkpoints[-1]), layout="finetune")
+    assert encoder.cfg.embed_dim == 64
+    # MLflow: the loss per step and per epoch, the reconstructions (epochs 0 and 1) and log.txt
+    con = sqlite3.connect(runs / "mlflow.db")
+    (run_id, status), = con.execute("select run_uuid, status from runs").fetchall()
+    assert status == "FINISHED"
+    steps = [v for v, in con.execute("select value from metrics where run_uuid=? and key='train_loss_step' "
+                                     "order by step", (run_id,))]
+    assert steps == pytest.approx(result.step_losses)
+    art = runs / "mlartifacts"
+    files = sorted(p.name for p in art.rglob("*.png"))
+    assert files == [f"epoch-00{e}-{kind}.png" for e in (0, 1) for kind in ("appearance", "motion")]
+    epochs = [v for v, in con.execute("select value from metrics where run_uuid=? and key='train_loss' order by step",
+                                      (run_id,))]
+    assert epochs == pytest.approx(losses)
+    assert any(p.name == "log.txt" for p in art.rglob("*"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -2,13 +2,15 @@
 
 An independent implementation that loads the official checkpoints (``sunlicai/MAE-DFER``) and
 matches the official code to within float rounding (the golden tests compare against outputs of
-the official code in fp32 and fp64). The released configuration, and the only one supported:
+the official code in fp32 and fp64). The released configuration (every size can be changed, see
+"Sizes" below):
 
 * input ``[B, 3, 16, 160, 160]`` (ImageNet mean/std); a ``Conv3d`` tubelet embedding 2x16x16
   -> 8x10x10 = 800 tokens in raster (t, h, w) order, plus a fixed interleaved sin-cos table
   (computed in float64, rounded to float32, in no ``state_dict``); no cls token;
 * the tokens are cut into regions of (t, h, w) = (2, 5, 10) tokens -> 8 regions of 100, region
-  ``n = nt * 2 + nh``; a learned representative token per region is put in front of it;
+  ``n = (nt * nh_regions + nh) * nw_regions + nw`` (``nt * 2 + nh`` as released); a learned
+  representative token per region is put in front of it;
 * each ``LGBlock``: (S1) self-attention inside every region, its representative token included;
   (S2) self-attention among the 8 representative tokens; (S3) every local token cross-attends
   to all 8 updated representative tokens (the context normalised by ``third_attn_norm1``); then
@@ -21,28 +23,94 @@ The pretraining model (:class:`MAEDFERPretrain`) runs the encoder on the visible
 part-window tube mask (the same number visible in every region), keeps the local tokens, applies
 ``encoder.norm``, and decodes with a 4-block VideoMAE decoder that predicts the masked tubelets
 (appearance + frame-difference targets, see :mod:`mer.pretraining.mae_dfer`). It keeps one quirk
-of the official code by default: the visible tokens leave the encoder in region-major order but
+of the official code by default: the visible tokens leave the encoder grouped by region but
 are given decoder position embeddings in raster order (``decoder_pos_order='official'``); this
 is needed to reproduce the released model's pretraining loss, and ``'fixed'`` gives every
 visible token its own position instead.
 
+Public API (what a caller needs)::
+
+    model, report = load_mae_dfer(path)              # -> (LGIFormer | MAEDFERPretrain, LoadReport)
+    model, report = load_mae_dfer(path, layout="finetune" | "pretrain" | "pretrain_encoder",
+                                  num_heads=..., img_size=..., num_frames=..., region_size=...)
+    model = create_model("lgi_former_base" | "lgi_former_tiny" | "mae_dfer_pretrain_base" | ...,
+                         embed_dim=..., depth=..., ...)                 # any LGIFormerConfig field
+    cfg, decoder_cfg, heads_source = infer_config(state_dict, args)
+    save_mae_dfer(model, path, epoch=...)      # the official layout, args from checkpoint_args(model)
+    kept, missing, unused = checkpoint_filter_fn(state_dict, model)
+
+    LGIFormer.forward_features(x, pool=None)   # [B, 3, T, H, W] -> [B, C]  (pool: region | org | all)
+    LGIFormer.forward(x)                       # -> logits [B, num_classes] (features without a head)
+    LGIFormer.forward_tokens(x)                # -> last block's tokens [B, R, 1 + S, C] (0: representative)
+    LGIFormer.forward_visible(x, mask)         # the pretraining encoder: [B, N_vis, C] (+ encoder.norm)
+    MAEDFERPretrain.forward(x, mask)           # -> predictions of the masked tokens [B, N_mask, 3*2*16*16]
+    MAEDFERPretrain.encoder                    # an LGIFormer of the pretrain layout
+
+    from mer.pretraining.mae_dfer import TubeWindowMaskGenerator, reconstruction_targets, reconstruction_loss
+    mask = TubeWindowMaskGenerator(cfg.token_grid, 0.9, cfg.region_size[1:])(np.random.RandomState(seed))
+    target = reconstruction_targets(x, mask)   # [B, N_mask, 3*2*16*16]; loss = reconstruction_loss(pred, target)
+
+Masks are ``[B, N]`` bool in raster token order, True = masked, as the official generator's.
+
+Sizes. Embed dim, depth, heads, MLP ratio, image size, frames, tubelet, patch, region size,
+classes and the decoder's dim/depth/heads are :class:`LGIFormerConfig` / :class:`DecoderConfig`
+fields; :func:`infer_config` reads them from a checkpoint: the shapes give embed dim, channels,
+tubelet, patch, depth, MLP ratio, classes, decoder dim/depth (its outputs must be
+``3 * tubelet * patch^2``, as the official decoder asserts, and its MLP uses the encoder's ratio,
+as the official model builds it); the official ``args`` give image size (``input_size``), frames
+(``num_frames * num_segments``), region size (``lg_region_size``) and head counts (no shape holds
+them); keyword arguments of :func:`load_mae_dfer` override both. For sizes other than the
+released one these follow the official code where it is defined, and are checked against a plain
+transcription of it (``bench/maedfer_reference.py``) in the tests. Where it is not:
+
+* regions narrower than the token grid (e.g. (2, 5, 5) on 10 x 10): the fine-tune encoder cuts
+  spatial regions, as the official one. The official *pretraining* encoder instead cuts the
+  raster-ordered visible tokens of each time slot into equal runs (``'b (nt t nhw hw) c -> b (nt
+  nhw) (t hw) c'``), which are spatial regions only when regions span the grid's width (its mask
+  generator asserts that windows do). mer follows it exactly wherever those runs are regions, and
+  with nothing masked (so the all-visible pretraining encoder differs from the fine-tune one for
+  narrower regions, as in the official code); for a partial mask with the same number visible in
+  every region whose runs are not regions (windows narrower than the grid, which the official
+  generator refuses) it groups by spatial region; a mask leaving regions uneven (plain tube
+  masking) raises where the official code would silently mix regions
+  (:meth:`LGIFormer.visible_order`);
+* the mask windows follow the region's (h, w), as the official scripts pass
+  ``--part_win_size`` equal to ``--lg_region_size``; mer's generator also takes windows that do
+  not span the width or have an odd width (the official one asserts);
+* a checkpoint without ``args`` gets the released image size, frames and region size unless
+  they are passed, and 64-dim heads (said in the report's ``heads_source``).
+
+Speed. On CPUs, float32 inference (``torch.no_grad``/``torch.inference_mode``, no autocast) runs
+each block's matrix products through oneDNN with weights packed once (q, k and v of a
+self-attention as one product; bias, exact GELU and residual adds fused), attention through
+``F.scaled_dot_product_attention``, no ``.clone()``/slice copies, and two exact re-associations
+that cut the multiply-adds of the released feature from 49.65 G to 41.5 G a clip: S3's q and
+output projections folded into its 8 keys and values (:meth:`LGBlock._cross_attend_folded`), and,
+for ``token_pool='region'``, the last block computing only the representative tokens
+(:meth:`LGBlock.forward_representatives`, also on the autograd path). Training, float64 and CUDA
+take the plain autograd path (S1's q/k/v fused too). All give the official outputs to float
+rounding; ``python -m bench.maedfer`` times them against the plain transcription.
+
 Differences from the official code that change no number: attention goes through
 ``F.scaled_dot_product_attention`` (the same maths in another order: about 1e-15 in float64);
 the blocks are written without in-place slice assignment, so backward works on any torch
-(the official code needed ``.clone()`` patches, issue #3); a mask that does not leave the same
-number of visible tokens in every region raises instead of being regrouped wrongly.
+(the official code needed ``.clone()`` patches for torch 2).
 
 Checkpoints: ``{'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args': Namespace}`` as the
-official ``utils.save_model`` writes them; see :func:`load_mae_dfer` and
-:func:`checkpoint_filter_fn`. Variants are built by name with :func:`create_model`.
+official ``utils.save_model`` writes them (and as mer's pretraining writes them, so the official
+code loads ours); see :func:`load_mae_dfer` and :func:`checkpoint_filter_fn`. Variants are built
+by name with :func:`create_model`.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import math
+import re
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -159,15 +227,95 @@ def _layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=1e-6)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, drop: float) -> torch.Tensor:
-    """``[N, H, Tq, d]`` queries over ``[N, H, Tk, d]`` keys/values -> ``[N, Tq, H * d]``; scale d^-0.5."""
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, drop: float = 0.0) -> torch.Tensor:
+    """``[N, H, Tq, d]`` queries over ``[N, H, Tk, d]`` keys/values -> ``[N, Tq, H * d]``; scale d^-0.5.
+    (The CPU and CUDA kernels lay their output out as ``[N, Tq, H, d]``, so the flatten is free.)"""
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
     return out.transpose(1, 2).flatten(2)
 
 
+def _heads_view(x: torch.Tensor, parts: int, num_heads: int) -> tuple[torch.Tensor, ...]:
+    """``[N, T, parts * H * d]`` projections -> ``parts`` views ``[N, H, T, d]`` (no copy)."""
+    n, t, _ = x.shape
+    return tuple(p.transpose(1, 2) for p in x.view(n, t, parts, num_heads, -1).unbind(2))
+
+
+# --- CPU inference through oneDNN ---------------------------------------------------------------
+# On CPUs PyTorch's float32 ``F.linear`` is MKL's sgemm after a copy of the bias into the output,
+# and GELU and the residual add are further passes over the activations. oneDNN's matmul on
+# weights packed once into its blocked layout adds the bias, the exact GELU and the residual in
+# the same pass; its products run at the CPU's peak (about 50 GMAC/s a core here, as MKL's with
+# one thread) and hold up better than MKL's with two threads on a busy machine. Same float32
+# products, differences are rounding (about 1e-6). Used only where it cannot change anything else:
+# CPU, float32, no autograd (``torch.no_grad``/``torch.inference_mode``), no autocast, no drop path.
+# Packed copies live in a side table keyed by the block (never in the module or its state_dict)
+# and are rebuilt when a parameter changes (its storage or version counter), e.g. after
+# ``load_state_dict`` or an optimiser step; they double the blocks' weight memory.
+
+_ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+           and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+_PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def _onednn_applies(x: torch.Tensor) -> bool:
+    return (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def _pack(weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)
+
+
+def _dnn_linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor | None], act: str = "none") -> torch.Tensor:
+    """``act(x @ W.T + b)`` with a packed weight; ``act`` 'none' or 'gelu' (exact, erf)."""
+    weight, bias = packed
+    if act == "gelu":
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _dnn_linear_add(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor | None],
+                    residual: torch.Tensor) -> torch.Tensor:
+    """``residual + (x @ W.T + b)`` in one pass (``residual`` may be a strided view)."""
+    weight, bias = packed
+    return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+
+
+def _packed_weights(block: "LGBlock") -> dict[str, Any]:
+    """The block's weights prepared for CPU inference, built on first use and after any parameter
+    change: oneDNN-packed ``(weight, bias)`` pairs for :func:`_dnn_linear` (a self-attention's q
+    and kv stacked into one matrix with bias ``[q_bias, 0, v_bias]``), and S3's q and output
+    projections split by head for :meth:`LGBlock._cross_attend_folded`."""
+    key = tuple((p.data_ptr(), p._version) for p in block.parameters())
+    hit = _PACKED.get(block)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with torch.no_grad():
+        packed: dict[str, Any] = {}
+        for name in ("first", "second"):
+            attn = getattr(block, f"{name}_attn")
+            packed[f"{name}_qkv"] = (_pack(torch.cat((attn.q.weight, attn.kv.weight))), attn.qkv_bias().detach())
+            packed[f"{name}_proj"] = (_pack(attn.proj.weight), attn.proj.bias.detach())
+        first, third = block.first_attn, block.third_attn
+        packed["first_kv"] = (_pack(first.kv.weight), first.kv_bias().detach())
+        packed["third_kv"] = (_pack(third.kv.weight), third.kv_bias().detach())
+        heads = third.num_heads
+        dim = third.q.weight.shape[0]
+        scale = (dim // heads) ** -0.5
+        packed["third_q_heads"] = (third.q.weight * scale).view(heads, dim // heads, dim).contiguous()   # [H, d, C]
+        packed["third_qb_heads"] = (third.q_bias * scale).view(heads, dim // heads, 1).contiguous()     # [H, d, 1]
+        packed["third_proj_heads"] = third.proj.weight.view(dim, heads, -1).permute(1, 2, 0).contiguous()  # [H, d, C]
+        packed["third_proj_bias_share"] = (third.proj.bias / heads).detach()
+        packed["fc1"] = (_pack(block.mlp.fc1.weight), block.mlp.fc1.bias.detach())
+        packed["fc2"] = (_pack(block.mlp.fc2.weight), block.mlp.fc2.bias.detach())
+    _PACKED[block] = (key, packed)
+    return packed
+
+
 class GeneralAttention(nn.Module):
     """Self- or cross-attention with separate ``q`` and ``kv`` projections (official key names):
-    q gets ``q_bias``, v gets ``v_bias``, k has no bias."""
+    q gets ``q_bias``, v gets ``v_bias``, k has no bias. Self-attention runs q, k and v as one
+    matrix product (the weights stacked ``[q; kv]``, bias ``[q_bias, 0, v_bias]``)."""
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
         super().__init__()
@@ -179,15 +327,25 @@ class GeneralAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """``x [N, Tq, C]``, ``context [N, Tk, C]`` (default ``x``) -> ``[N, Tq, C]``."""
-        n, tq, c = x.shape
-        ctx = x if context is None else context
-        h = self.num_heads
-        q = F.linear(x, self.q.weight, self.q_bias).view(n, tq, h, -1).transpose(1, 2)
-        kv_bias = torch.cat((torch.zeros_like(self.v_bias), self.v_bias))
-        k, v = F.linear(ctx, self.kv.weight, kv_bias).view(n, ctx.shape[1], 2, h, -1).permute(2, 0, 3, 1, 4)
-        return self.proj(_attend(q, k, v, self.attn_drop if self.training else 0.0))
+    def kv_bias(self) -> torch.Tensor:
+        return torch.cat((torch.zeros_like(self.v_bias), self.v_bias))
+
+    def qkv_bias(self) -> torch.Tensor:
+        return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
+        """``x [N, Tq, C]``, ``context [N, Tk, C]`` (default ``x``) -> ``[N, Tq, C]``. ``fused``
+        (self-attention only) computes q, k and v as one product with the stacked weights, which
+        pays off where the tokens outnumber the weight rows (S1), not for a handful (S2)."""
+        drop = self.attn_drop if self.training else 0.0
+        if fused and context is None:
+            weight = torch.cat((self.q.weight, self.kv.weight))
+            q, k, v = _heads_view(F.linear(x, weight, self.qkv_bias()), 3, self.num_heads)
+        else:
+            (q,) = _heads_view(F.linear(x, self.q.weight, self.q_bias), 1, self.num_heads)
+            kv_input = x if context is None else context
+            k, v = _heads_view(F.linear(kv_input, self.kv.weight, self.kv_bias()), 2, self.num_heads)
+        return self.proj(_attend(q, k, v, drop))
 
 
 class FusedAttention(nn.Module):
@@ -203,10 +361,9 @@ class FusedAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, _ = x.shape
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        q, k, v = F.linear(x, self.qkv.weight, bias).view(n, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        return self.proj(_attend(q, k, v, 0.0))
+        q, k, v = _heads_view(F.linear(x, self.qkv.weight, bias), 3, self.num_heads)
+        return self.proj(_attend(q, k, v))
 
 
 class Mlp(nn.Module):
@@ -225,7 +382,8 @@ class LGBlock(nn.Module):
     followed by S local tokens): S1 local self-attention per region, S2 global self-attention
     among the representative tokens, S3 local tokens cross-attend to all representative tokens,
     then the MLP. Drop-path draws follow the reference: per (sample, region) for S1 and the MLP,
-    per sample for S2 and S3."""
+    per sample for S2 and S3. Without autograd on a CPU in float32 the same steps run through
+    oneDNN (see :func:`_packed_weights`); ``use_onednn = False`` turns that off."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
         super().__init__()
@@ -239,14 +397,17 @@ class LGBlock(nn.Module):
         self.norm2 = _layer_norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = drop_path
+        self.use_onednn = True
 
     def _dp(self, x: torch.Tensor, sample_dims: int) -> torch.Tensor:
         return drop_path(x, self.drop_path, self.training, sample_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_onednn and not (self.training and self.drop_path > 0) and _onednn_applies(x):
+            return self._forward_onednn(x)
         b, r, s1, c = x.shape
         flat = x.reshape(b * r, s1, c)
-        flat = flat + self._dp(self.first_attn(self.first_attn_norm0(flat)), 1)        # S1
+        flat = flat + self._dp(self.first_attn(self.first_attn_norm0(flat), fused=True), 1)   # S1
         x = flat.view(b, r, s1, c)
         rep = x[:, :, 0]                                                                # [B, R, C]
         rep = rep + self._dp(self.second_attn(self.second_attn_norm0(rep)), 1)          # S2
@@ -255,6 +416,74 @@ class LGBlock(nn.Module):
                                                  context=self.third_attn_norm1(rep)), 1)
         x = torch.cat((rep.unsqueeze(2), local.view(b, r, s1 - 1, c)), dim=2)
         return x + self._dp(self.mlp(self.norm2(x)), 2)                                # FFN
+
+    def _forward_onednn(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for CPU float32 inference (no drop path): the same steps in the same
+        order, S3 through :meth:`_cross_attend_folded`."""
+        b, r, s1, c = x.shape
+        h = self.first_attn.num_heads
+        w = _packed_weights(self)
+        flat = x.reshape(b * r, s1, c)
+        q, k, v = _heads_view(_dnn_linear(self.first_attn_norm0(flat), w["first_qkv"]), 3, h)      # S1
+        flat = _dnn_linear_add(_attend(q, k, v), w["first_proj"], flat)
+        x = flat.view(b, r, s1, c)
+        rep = x[:, :, 0]                                                                          # S2
+        q, k, v = _heads_view(_dnn_linear(self.second_attn_norm0(rep), w["second_qkv"]), 3, h)
+        rep = _dnn_linear_add(_attend(q, k, v), w["second_proj"], rep)
+        out = torch.empty_like(x)                                                                 # S3
+        out[:, :, 0] = rep
+        self._cross_attend_folded(x[:, :, 1:], rep, w, out=out[:, :, 1:])
+        hidden = _dnn_linear(self.norm2(out), w["fc1"], act="gelu")                              # FFN
+        return _dnn_linear_add(hidden, w["fc2"], out)
+
+    def _cross_attend_folded(self, local: torch.Tensor, rep: torch.Tensor, w: dict[str, Any],
+                             out: torch.Tensor) -> None:
+        """S3 for inference, ``out = local + third_attn(norm0(local), context=norm1(rep))``
+        (``local [B, R, S, C]``, ``rep [B, R, C]``), with the products re-associated: the
+        queries meet only R keys per head, so ``q_h k_h^T = x (k_h Wq_h)^T + k_h bq_h`` and
+        ``proj(attn v) = sum_h attn_h (v_h Wp_h^T) + bp`` (each head's probabilities sum to 1,
+        so ``bp / H`` rides on every head's rows). That is two products of the local tokens
+        with ``H * R`` columns instead of two with ``C`` (about 12 % of the model's multiply-adds);
+        the results differ from the direct order by float rounding only."""
+        b, r, s, c = local.shape
+        heads = self.third_attn.num_heads
+        keys = heads * r
+        x = self.third_attn_norm0(local).view(b, r * s, c)
+        kv = _dnn_linear(self.third_attn_norm1(rep), w["third_kv"]).view(b, r, 2, heads, -1)
+        k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)                          # [B, H, R, d]
+        queries = torch.matmul(k, w["third_q_heads"]).view(b, keys, c)                             # [B, H*R, C]
+        offsets = torch.matmul(k, w["third_qb_heads"]).view(b, keys, 1)
+        scores = torch.baddbmm(offsets, queries, x.transpose(1, 2))                                # [B, H*R, L]
+        attn = torch.softmax(scores.view(b, heads, r, r * s), dim=2).view(b, keys, r * s)
+        values = (torch.matmul(v, w["third_proj_heads"]) + w["third_proj_bias_share"]).view(b, keys, c)
+        torch.add(local, torch.bmm(attn.transpose(1, 2), values).view(b, r, s, c), out=out)
+
+    def forward_representatives(self, x: torch.Tensor) -> torch.Tensor:
+        """The representative tokens this block outputs, ``[B, R, C]``, from ``x [B, R, 1 + S, C]``,
+        computing only what they depend on: S1 with their own queries (keys and values of every
+        token), S2, and the MLP on them. S3 only changes local tokens, so it is skipped. For the
+        last block when only the representative tokens are used (``token_pool='region'``)."""
+        b, r, s1, c = x.shape
+        h = self.first_attn.num_heads
+        flat = x.reshape(b * r, s1, c)
+        normed = self.first_attn_norm0(flat)
+        attn = self.first_attn
+        if self.use_onednn and not (self.training and self.drop_path > 0) and _onednn_applies(x):
+            w = _packed_weights(self)
+            q, _, _ = _heads_view(_dnn_linear(normed[:, :1], w["first_qkv"]), 3, h)
+            k, v = _heads_view(_dnn_linear(normed, w["first_kv"]), 2, h)
+            rep = _dnn_linear_add(_attend(q, k, v), w["first_proj"], flat[:, :1]).view(b, r, c)      # S1
+            q, k, v = _heads_view(_dnn_linear(self.second_attn_norm0(rep), w["second_qkv"]), 3, h)
+            rep = _dnn_linear_add(_attend(q, k, v), w["second_proj"], rep)                        # S2
+            hidden = _dnn_linear(self.norm2(rep), w["fc1"], act="gelu")
+            return _dnn_linear_add(hidden, w["fc2"], rep)                                          # FFN
+        (q,) = _heads_view(F.linear(normed[:, :1], attn.q.weight, attn.q_bias), 1, h)
+        k, v = _heads_view(F.linear(normed, attn.kv.weight, attn.kv_bias()), 2, h)
+        drop = attn.attn_drop if self.training else 0.0
+        rep = flat[:, 0] + self._dp(attn.proj(_attend(q, k, v, drop))[:, 0], 1)                  # S1
+        rep = rep.view(b, r, c)
+        rep = rep + self._dp(self.second_attn(self.second_attn_norm0(rep)), 1)                    # S2
+        return rep + self._dp(self.mlp(self.norm2(rep)), 2)                                       # FFN
 
 
 class Block(nn.Module):
@@ -333,14 +562,18 @@ class LGIFormer(nn.Module):
         x = tokens.view(b, nt, t, nh, h, nw, w, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
         return x.reshape(b, nt * nh * nw, t * h * w, c)
 
-    def run_blocks(self, regions: torch.Tensor) -> torch.Tensor:
+    def run_blocks(self, regions: torch.Tensor, representatives_only: bool = False) -> torch.Tensor:
         """``[B, R, S, C]`` local tokens -> ``[B, R, 1 + S, C]`` after every block; index 0 of each
-        region is its representative token."""
+        region is its representative token. ``representatives_only``: only those, ``[B, R, C]``,
+        with the last block computing nothing else (:meth:`LGBlock.forward_representatives`)."""
         b, r, _, c = regions.shape
         rep = self.lg_region_tokens.to(regions.dtype).view(1, r, 1, c).expand(b, r, 1, c)
         x = torch.cat((rep, regions), dim=2)
-        for blk in self.blocks:
+        last = len(self.blocks) - 1 if representatives_only else len(self.blocks)
+        for blk in self.blocks[:last]:
             x = blk(x)
+        if representatives_only:
+            return self.blocks[-1].forward_representatives(x) if len(self.blocks) else x[:, :, 0]
         return x
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -348,28 +581,56 @@ class LGIFormer(nn.Module):
         return self.run_blocks(self.to_regions(self.embed(x)))
 
     def visible_order(self, mask: torch.Tensor) -> torch.Tensor:
-        """Indices ``[B, N_vis]`` of the visible tokens (``mask`` True = masked) grouped by region,
-        raster order inside a region: the order the official encoder regroups them in. Raises
-        unless every region keeps the same number of visible tokens (part-window masking does;
-        a plain tube mask generally does not)."""
+        """Indices ``[B, N_vis]`` of the visible tokens (``mask [B, N]``, True = masked) in the
+        order the encoder groups them into regions: group ``g`` is ``order[:, g*K:(g+1)*K]``.
+
+        The official encoder cuts the raster-ordered visible tokens of each region-time slot
+        into ``nh * nw`` runs of ``int(rh * rw * N_vis / N)`` (``'b (nt t nhw hw) c -> b (nt nhw)
+        (t hw) c'``). For its masks (part-window masks whose windows span the width, the region
+        width being the grid width) every run is exactly the visible part of one region, and
+        that grouping is used. Where the runs would mix regions:
+
+        * nothing masked: the official runs are kept (with regions narrower than the grid the
+          official pretraining encoder groups raster runs, not spatial regions; only then does
+          it differ from the fine-tune encoder);
+        * a partial mask leaving the same number visible in every region (windows narrower than
+          the grid, which the official mask generator refuses): grouped by spatial region;
+        * otherwise (e.g. plain tube masking): raises, where the official code would silently
+          mix regions.
+        """
         b, n = mask.shape
         if n != self.cfg.num_tokens:
             raise ValueError(f"mask has {n} tokens per clip, the model has {self.cfg.num_tokens}")
         visible = ~mask
-        per_region = torch.zeros(b, self.cfg.num_regions, dtype=torch.long, device=mask.device)
+        counts = visible.sum(1)
+        n_vis = int(counts[0])
+        if n_vis == 0 or not bool((counts == n_vis).all()):
+            raise ValueError(f"every clip needs the same, non-zero number of visible tokens (got {counts.tolist()})")
+        (nt, nh, nw), (rt, rh, rw) = self.cfg.region_grid, self.cfg.region_size
+        regions = self.cfg.num_regions
+        run = int(rh * rw * (n_vis / n))                                 # the official ``hw``
+        if nt * rt * nh * nw * run == n_vis:
+            raster = visible.nonzero()[:, 1].view(b, nt, rt, nh * nw, run)
+            order = raster.transpose(2, 3).reshape(b, n_vis)
+            in_region = self.region_index[order].view(b, regions, -1) == torch.arange(
+                regions, device=mask.device).view(1, regions, 1)
+            if n_vis == n or bool(in_region.all()):
+                return order
+        per_region = torch.zeros(b, regions, dtype=torch.long, device=mask.device)
         per_region.index_add_(1, self.region_index, visible.long())
         if not bool((per_region == per_region[0, 0]).all()):
             raise ValueError("LGI-Former needs the same number of visible tokens in every region of every "
                              f"clip (got {per_region.tolist()}); use part-window masking "
                              "(mer.pretraining.mae_dfer.TubeWindowMaskGenerator)")
         key = self.region_index * n + torch.arange(n, device=mask.device)       # region-major
-        key = key.unsqueeze(0) + mask.long() * (self.cfg.num_regions * n)        # masked last
-        return key.argsort(dim=1)[:, : int(per_region[0].sum())]
+        key = key.unsqueeze(0) + mask.long() * (regions * n)                     # masked last
+        return key.argsort(dim=1)[:, :n_vis]
 
     def forward_visible(self, x: torch.Tensor, mask: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        """The pretraining encoder: the visible tokens after the blocks (and ``norm`` in the
-        pretrain layout), ``[B, N_vis, C]`` in region-major order (``order``, from
-        :meth:`visible_order` when not given)."""
+        """The pretraining encoder: clips ``[B, 3, T, H, W]`` and ``mask [B, N]`` (True = masked)
+        -> the visible tokens after the blocks (and ``norm`` in the pretrain layout),
+        ``[B, N_vis, C]``, grouped by region as :meth:`visible_order` says (``order``: its
+        result, when already known)."""
         tokens = self.embed(x)
         b, _, c = tokens.shape
         order = self.visible_order(mask) if order is None else order
@@ -395,6 +656,8 @@ class LGIFormer(nn.Module):
         feature for ``pool='region'``, what the official ``--save_feature`` writes)."""
         if self.fc_norm is None:
             raise RuntimeError("a pretrain-layout encoder has no fc_norm; use forward_visible")
+        if (pool or self.cfg.token_pool) == "region":          # the last block's local tokens are unused
+            return self.fc_norm(self.run_blocks(self.to_regions(self.embed(x)), representatives_only=True).mean(1))
         return self.fc_norm(self.pool_tokens(self.forward_tokens(x), pool).mean(1))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -569,13 +832,26 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any],
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], args: Mapping[str, Any] | None = None,
-                 num_heads: int | None = None, decoder_num_heads: int | None = None
-                 ) -> tuple[LGIFormerConfig, DecoderConfig | None, str]:
-    """The model config a checkpoint was saved from: sizes from the tensor shapes, the region size
-    and attention variant from ``args`` (checked: only the released variant is supported), and
-    the head count, which no shape holds, from (in order) the ``num_heads`` argument, ``args``
-    (``num_heads``/``encoder_num_heads``, or a known model name), else 64-dim heads. Returns
-    ``(encoder config, decoder config or None, where the head count came from)``."""
+                 num_heads: int | None = None, decoder_num_heads: int | None = None, *,
+                 img_size: int | None = None, num_frames: int | None = None,
+                 region_size: Sequence[int] | None = None) -> tuple[LGIFormerConfig, DecoderConfig | None, str]:
+    """The model config a checkpoint was saved from. Returns ``(encoder config, decoder config or
+    None, where the head count came from)``.
+
+    * from the tensor shapes: embed dim, input channels, tubelet and patch size (the patch
+      embedding), depth, MLP ratio, number of classes (``head``), decoder dim and depth;
+    * from the keyword arguments, else from ``args`` (the official ``argparse.Namespace``), else
+      the released value: ``img_size`` (``args.input_size``, else ``window_size`` times the patch,
+      else the ``..._patch16_<size>`` suffix of ``args.model``; 160), ``num_frames``
+      (``args.num_frames * args.num_segments``, as the official fine-tuning builds the model; 16)
+      and ``region_size`` (``args.lg_region_size``; (2, 5, 10));
+    * the head counts, which no shape holds: ``num_heads`` / ``decoder_num_heads``, else ``args``
+      (``num_heads``/``encoder_num_heads``, ``decoder_num_heads``), else a known model name, else
+      64-dim heads (logged, and said in the returned source).
+
+    The sizes must agree with the tensors (the number of region tokens, ``args.embed_dim``, the
+    decoder head's ``3 * tubelet * patch^2`` outputs); a disagreement raises naming the value.
+    Only the released LGI-Former variant (``args.attn_type`` etc.) is accepted."""
     args = dict(args or {})
     kind = checkpoint_kind(state_dict)
     pre = "encoder." if kind == "pretrain" else ""
@@ -587,30 +863,72 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], args: Mapping[str, Any]
         raise ValueError(f"not an LGI-Former checkpoint: no {err.args[0]!r} (keys start with "
                          f"{sorted(sd)[:3]})") from None
     _check_variant(args)
-    embed_dim, in_chans, tubelet, patch, _ = conv.shape
+    embed_dim, in_chans, tubelet, patch, patch_w = (int(v) for v in conv.shape)
+    if patch != patch_w:
+        raise ValueError(f"non-square patches {patch}x{patch_w} are not supported")
+    for name in ("embed_dim", "encoder_embed_dim"):
+        if args.get(name) and int(args[name]) != embed_dim:
+            raise ValueError(f"checkpoint args.{name}={args[name]} but its patch embedding has {embed_dim} channels")
     depth = 1 + max(int(k[len(pre) + 7:].split(".")[0]) for k in sd if k.startswith(pre + "blocks."))
-    hidden = next(v.shape[0] for k, v in sd.items() if k.startswith(pre + "blocks.") and k.endswith(".mlp.fc1.weight"))
-    img_size = int(args.get("input_size", 160))
-    num_frames = int(args.get("num_frames", 16))
-    region = tuple(int(v) for v in args.get("lg_region_size", (2, 5, 10)))
+    hidden = next(int(v.shape[0]) for k, v in sd.items() if k.startswith(pre + "blocks.") and k.endswith(".mlp.fc1.weight"))
+    mlp_ratio = _mlp_ratio(hidden, embed_dim, args.get("mlp_ratio"))
+    img_size = int(img_size or _arg_img_size(args, patch) or 160)
+    if num_frames is None:
+        num_frames = int(args.get("num_frames", 16)) * int(args.get("num_segments", 1) or 1)
+    region = tuple(int(v) for v in (region_size or args.get("lg_region_size") or (2, 5, 10)))
     head = sd.get("head.weight")
     heads, source = _heads(num_heads, args, ("num_heads", "encoder_num_heads"), 0, embed_dim)
-    cfg = LGIFormerConfig(img_size=img_size, patch_size=int(patch), num_frames=num_frames,
-                          tubelet_size=int(tubelet), in_chans=int(in_chans), embed_dim=int(embed_dim),
-                          depth=depth, num_heads=heads, mlp_ratio=hidden / embed_dim, region_size=region,
-                          num_classes=0 if head is None else int(head.shape[0]))
+    try:
+        cfg = LGIFormerConfig(img_size=img_size, patch_size=patch, num_frames=int(num_frames),
+                              tubelet_size=tubelet, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
+                              num_heads=heads, mlp_ratio=mlp_ratio, region_size=region,
+                              num_classes=0 if head is None else int(head.shape[0]))
+    except ValueError as err:
+        raise ValueError(f"{err} (sizes from the checkpoint: pass img_size, num_frames or region_size "
+                         "if its args do not hold them)") from None
     if cfg.num_regions != region_tokens.shape[0]:
         raise ValueError(f"checkpoint has {region_tokens.shape[0]} region tokens; region size {region} "
-                         f"on a {cfg.token_grid} token grid gives {cfg.num_regions}")
+                         f"on a {cfg.token_grid} token grid gives {cfg.num_regions} (pass img_size, num_frames "
+                         "or region_size if its args do not hold them)")
     decoder = None
     if kind == "pretrain":
         dec_dim = int(sd["encoder_to_decoder.weight"].shape[0])
         dec_depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("decoder.blocks."))
         dec_heads, dec_source = _heads(decoder_num_heads, args, ("decoder_num_heads",), 1, dec_dim)
+        outputs = int(sd["decoder.head.weight"].shape[0]) if "decoder.head.weight" in sd else None
+        if outputs is not None and outputs != in_chans * tubelet * patch * patch:
+            raise ValueError(f"the decoder head predicts {outputs} values per token; tubelets of "
+                             f"{in_chans}x{tubelet}x{patch}x{patch} have {in_chans * tubelet * patch * patch}")
+        dec_hidden = next((int(v.shape[0]) for k, v in sd.items()
+                           if k.startswith("decoder.blocks.") and k.endswith(".mlp.fc1.weight")), None)
+        if dec_hidden is not None and int(dec_dim * mlp_ratio) != dec_hidden:
+            raise ValueError(f"the decoder's MLP has {dec_hidden} hidden units; the encoder's MLP ratio "
+                             f"{mlp_ratio} gives {int(dec_dim * mlp_ratio)} (the official model shares it)")
         decoder = DecoderConfig(embed_dim=dec_dim, depth=dec_depth, num_heads=dec_heads,
                                 decoder_pos_order=str(args.get("decoder_pos_order", "official")))
         source = f"{source}; decoder: {dec_source}"
     return cfg, decoder, source
+
+
+def _mlp_ratio(hidden: int, dim: int, from_args: Any) -> float:
+    """The ratio that rebuilds ``hidden`` as the official ``int(dim * mlp_ratio)`` does: the
+    checkpoint's own when it fits, else ``hidden / dim`` (nudged up past float rounding)."""
+    if from_args and int(dim * float(from_args)) == hidden:
+        return float(from_args)
+    ratio = hidden / dim
+    while int(dim * ratio) < hidden:
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
+
+
+def _arg_img_size(args: Mapping[str, Any], patch: int) -> int | None:
+    if args.get("input_size"):
+        return int(args["input_size"])
+    window = args.get("window_size")
+    if window and len(window) == 3:
+        return int(window[1]) * patch
+    match = re.search(r"_patch\d+_(\d+)$", str(args.get("model", "")))
+    return int(match.group(1)) if match else None
 
 
 # Head counts of the official registered constructors (encoder, decoder), which the
@@ -659,7 +977,8 @@ def _check_variant(args: Mapping[str, Any]) -> None:
 
 def load_mae_dfer(path: str, *, layout: str | None = None, num_heads: int | None = None,
                   decoder_num_heads: int | None = None, token_pool: str | None = None,
-                  strict: bool = True) -> tuple[nn.Module, LoadReport]:
+                  img_size: int | None = None, num_frames: int | None = None,
+                  region_size: Sequence[int] | None = None, strict: bool = True) -> tuple[nn.Module, LoadReport]:
     """Build the model a checkpoint holds and load it.
 
     ``layout``: ``None`` builds what the file is (a fine-tuned ``LGIFormer`` or the pretraining
@@ -669,10 +988,14 @@ def load_mae_dfer(path: str, *, layout: str | None = None, num_heads: int | None
     the pretraining encoder (with ``encoder.norm``) from a pretraining file. With ``strict`` any
     key of the built model that the file lacks raises, except ``fc_norm`` when a pretraining file
     becomes a fine-tune model (the official route leaves it at its init). Eval mode, float32, CPU.
+    Sizes come from the file (:func:`infer_config`); ``num_heads``, ``decoder_num_heads``,
+    ``img_size``, ``num_frames`` and ``region_size`` override what its ``args`` say (or give what
+    a bare state_dict cannot), ``token_pool`` its ``lg_classify_token_type``.
     """
     sd, args, epoch = read_checkpoint(path)
     kind = checkpoint_kind(sd)
-    cfg, dec, source = infer_config(sd, args, num_heads, decoder_num_heads)
+    cfg, dec, source = infer_config(sd, args, num_heads, decoder_num_heads, img_size=img_size,
+                                    num_frames=num_frames, region_size=region_size)
     if token_pool or args.get("lg_classify_token_type"):
         cfg = dataclasses.replace(cfg, token_pool=token_pool or str(args["lg_classify_token_type"]))
     layout = layout or kind
@@ -702,6 +1025,56 @@ def load_mae_dfer(path: str, *, layout: str | None = None, num_heads: int | None
         log.info("%s: %d checkpoint keys unused by the %s model (e.g. %s)", path, len(unused), layout,
                  unused[:3])
     return model, report
+
+
+def checkpoint_args(model: nn.Module) -> argparse.Namespace:
+    """The sizes of ``model`` under the official argument names, as the ``args`` of a checkpoint:
+    what the official scripts would have been given to build it (``input_size``, ``num_frames``,
+    ``tubelet_size``, ``lg_region_size`` and the released attention variant, depth, classes), plus
+    what no official name holds but :func:`infer_config` reads (embed dims, head counts, MLP ratio)."""
+    pretrain = isinstance(model, MAEDFERPretrain)
+    cfg: LGIFormerConfig = model.cfg
+    args = argparse.Namespace(
+        input_size=cfg.img_size, num_frames=cfg.num_frames, tubelet_size=cfg.tubelet_size,
+        window_size=cfg.token_grid, patch_size=(cfg.patch_size, cfg.patch_size), mlp_ratio=cfg.mlp_ratio,
+        attn_type="local_global", lg_region_size=list(cfg.region_size), lg_first_attn_type="self",
+        lg_third_attn_type="cross", lg_attn_param_sharing_first_third=False, lg_attn_param_sharing_all=False,
+        lg_no_second=False, lg_no_third=False)
+    if pretrain:
+        dec: DecoderConfig = model.decoder_cfg
+        vars(args).update(encoder_depth=cfg.depth, encoder_embed_dim=cfg.embed_dim, encoder_num_heads=cfg.num_heads,
+                          decoder_depth=dec.depth, decoder_embed_dim=dec.embed_dim, decoder_num_heads=dec.num_heads,
+                          decoder_num_classes=model.num_outputs, decoder_pos_order=dec.decoder_pos_order)
+    else:
+        vars(args).update(depth=cfg.depth, embed_dim=cfg.embed_dim, num_heads=cfg.num_heads, nb_classes=cfg.num_classes,
+                          lg_classify_token_type=cfg.token_pool, use_mean_pooling=True)
+    return args
+
+
+def save_mae_dfer(model: nn.Module, path: str, *, epoch: Any = "best", args: argparse.Namespace | None = None,
+                  optimizer: torch.optim.Optimizer | None = None, scaler: Any = None) -> None:
+    """Write ``model`` as the official ``utils.save_model`` does: ``{'model': state_dict (official
+    keys, float32), 'optimizer', 'epoch', 'scaler', 'args'}``, ``args`` defaulting to
+    :func:`checkpoint_args`, so the official code and :func:`load_mae_dfer` both read it.
+    Written whole or not at all (a temp file renamed)."""
+    import os
+    import tempfile
+
+    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
+             for k, v in model.state_dict().items()}
+    ckpt = {"model": state, "optimizer": optimizer.state_dict() if optimizer is not None else {},
+            "epoch": epoch, "scaler": scaler.state_dict() if scaler is not None else {},
+            "args": args if args is not None else checkpoint_args(model)}
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 # --- builders and registered variants ---------------------------------------------------------

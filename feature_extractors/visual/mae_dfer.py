@@ -1,15 +1,23 @@
-"""``mae_dfer``: MAE-DFER's LGI-Former over the main face of each clip, one vector per clip.
+"""``mae_dfer``: MAE-DFER's LGI-Former over the main face of each clip.
 
 Weights are an official MAE-DFER checkpoint (or one written by ``python -m mer.pretrain``): a
 weight tag (``mae_dfer_voxceleb2``, ``mae_dfer_dfew_fold1``..., see
 :mod:`feature_extractors.weights`) or a path. A fine-tuned file gives the released feature; the
 pretraining file gives the pretrained-only encoder (see ``feature``).
 
-Per sample, as the official test loader does it: the main-face crops of the clip
-(:func:`~.faces.load_face_clip`; the organisers' crops when the sample has them), every
-``sampling_stride``-th frame, padded with the last frame to 16, ``num_views`` clips of 16 from
-its start to its end (the official test uses 2: start and end), each resized to 160 x 160 and
-ImageNet-normalised; the feature is the mean over views of (D = 512 for the released model)::
+Faces come from the shared face pipeline (:func:`~.faces.load_face_clip`, options ``face``, a
+:class:`~.faces.FaceConfig`, cached once per face config and shared with every extractor that
+uses the same one; the organisers' crops when the sample has them). The default takes every
+frame (``max_frames=0``: the official views need every ``sampling_stride``-th frame of the whole
+track) at 160 px, the model's input: detected faces are cropped at 160 directly, and the
+organisers' 112-px OpenFace crops are resized to 160, as the organisers' MER2024 baseline fed
+them to sunlicai's 160-px VoxCeleb2 VideoMAE (``extract_sun_videomae.py --input_size 160``). With
+``face.size=112`` (to share crops with 112-px extractors) the crops are resized to 160 here.
+
+``level='utterance'`` (the official test views): every ``sampling_stride``-th frame of the track,
+padded with the last frame to 16, ``num_views`` clips of 16 from its start to its end (the
+official test uses 2: start and end), each 160 x 160 and ImageNet-normalised; the output is the
+mean over views of (``[D]``, D = 512 for the released model)::
 
     feature='region'        fc_norm(mean of the 8 representative tokens)   (released; default)
     feature='org'           fc_norm(mean of the 800 local tokens)
@@ -17,17 +25,30 @@ ImageNet-normalised; the feature is the mean over views of (D = 512 for the rele
     feature='encoder_norm'  mean of encoder.norm(local tokens), all tokens visible
                             (pretraining checkpoints only; the pretrained encoder as trained)
 
+``level='frame'``: the strided frames are cut into consecutive 16-frame windows covering the
+whole track (the last one padded with the last frame), and each window gives one row per time
+region of the model (4 for the released model, each 4 strided frames = 16 source frames at
+stride 4): the same ``feature`` restricted to the tokens of that time region (``fc_norm`` of
+their mean). Rows that would lie wholly in the padding are dropped, so the output is
+``[ceil(L / 4), D]`` for L strided frames, in time order; its mean over rows is not the
+utterance feature (other views, and ``fc_norm`` is applied per row).
+
 From a pretraining checkpoint ``region``/``org``/``all`` use ``fc_norm`` at its initial weight 1
 and bias 0, as fine-tuning starts (the official ``--finetune`` rule drops ``encoder.norm``).
-With ``head_probs`` a fine-tuned checkpoint's class probabilities (mean over views, in the
-head's class order) are appended, giving ``D + num_classes`` values.
+With ``head_probs`` a fine-tuned checkpoint's class probabilities (in the head's class order;
+the mean over views, or per row) are appended, giving ``D + num_classes`` values.
 
 When the face track was sampled (``face.max_frames`` below the clip length), each wanted frame is
 taken from the nearest sampled one; with every frame available the views are exactly the
 official ones. Crops are resized with OpenCV (the official loader uses PIL bilinear).
+``precision='auto'`` (the default) runs bf16 autocast on CUDA and float32 on a CPU, where it goes
+through oneDNN (see :mod:`~.lgi_former`); ``'fp32'``, ``'bf16'`` (CUDA or CPU; features then
+differ by about 2e-2) and ``'fp16'`` (CUDA) force one.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
@@ -35,14 +56,21 @@ import numpy as np
 import torch
 
 from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, file_digest
-from feature_extractors.visual.faces import FaceConfig, load_face_clip
+from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config, face_weights_digest,
+                                             load_face_clip, validate_face_config)
 from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, TOKEN_POOLS, load_mae_dfer
 from mer.data.manifest import Sample
 
 FEATURES = (*TOKEN_POOLS, "encoder_norm")
+LEVELS = ("utterance", "frame")
 CLIP_FRAMES, IMAGE_SIZE = 16, 160
 """What every released MAE-DFER model takes: 16 frames of 160 x 160."""
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CLIPS_PER_FORWARD = 16
+"""Clips per model call (a long clip at frame level has many windows)."""
+
+DEFAULT_FACE = FaceConfig(size=IMAGE_SIZE, max_frames=0)
+"""Every frame of the main face at the model's 160 px (the views pick every 4th frame)."""
 
 
 def official_view_indices(total: int, clip_frames: int = 16, stride: int = 4, num_views: int = 2) -> np.ndarray:
@@ -57,6 +85,18 @@ def official_view_indices(total: int, clip_frames: int = 16, stride: int = 4, nu
     return np.array([idx[int(k * step):int(k * step) + clip_frames] for k in range(num_views)], dtype=np.int64)
 
 
+def window_indices(total: int, clip_frames: int = 16, stride: int = 4) -> tuple[np.ndarray, int]:
+    """Frame indices ``[W, clip_frames]`` of consecutive windows over every ``stride``-th frame of
+    ``range(total)`` (the last window padded with the last frame), and the number L of strided
+    frames (the frame-level views)."""
+    if total < 1:
+        raise ValueError("a clip needs at least one frame")
+    idx = np.arange(0, total, stride, dtype=np.int64)
+    windows = math.ceil(len(idx) / clip_frames)
+    padded = np.concatenate((idx, np.full(windows * clip_frames - len(idx), idx[-1], dtype=np.int64)))
+    return padded.reshape(windows, clip_frames), len(idx)
+
+
 def nearest_available(wanted: np.ndarray, available: np.ndarray) -> np.ndarray:
     """For each wanted frame index, the position in ``available`` (sorted frame indices) of the
     nearest one (the earlier on a tie)."""
@@ -66,9 +106,19 @@ def nearest_available(wanted: np.ndarray, available: np.ndarray) -> np.ndarray:
     return np.where(np.abs(wanted - available[lo]) <= np.abs(available[hi] - wanted), lo, hi)
 
 
+@dataclass(frozen=True)
+class FrameViews:
+    """What :meth:`MAEDFERExtractor.load` gives at frame level: uint8 windows ``[W, 16, S, S, 3]``
+    and the number of strided frames they hold before the last window's padding."""
+
+    clips: np.ndarray
+    frames: int
+
+
 @EXTRACTORS.register("mae_dfer")
 class MAEDFERExtractor(Extractor):
-    """MAE-DFER LGI-Former over face crops -> float32 ``[embed_dim (+ num_classes)]``."""
+    """MAE-DFER LGI-Former over face crops -> float32 ``[D (+ num_classes)]`` or, with
+    ``level='frame'``, ``[T, D (+ num_classes)]``."""
 
     name: ClassVar[str] = "mae_dfer"
     modality: ClassVar[str] = "visual"
@@ -80,22 +130,30 @@ class MAEDFERExtractor(Extractor):
     class Config:
         weights: str = "mae_dfer_voxceleb2"   # a weight tag or a checkpoint path
         feature: str = "region"               # 'region' | 'org' | 'all' | 'encoder_norm'
+        level: str = "utterance"              # 'utterance' [D] (official views) | 'frame' [T, D]
         head_probs: bool = False              # append the fine-tuned head's class probabilities
         sampling_stride: int = 4              # official: 4 (DFEW, MAFW), 1 (FERV39k)
-        num_views: int = 2                    # test clips per sample, start to end
-        precision: str = "fp32"               # 'bf16' autocast (CUDA or CPU) | 'fp16' (CUDA; CPU stays fp32)
+        num_views: int = 2                    # test clips per sample, start to end (utterance level)
+        precision: str = "auto"               # 'auto': bf16 autocast on CUDA, fp32 on CPU | 'fp32' |
+                                              # 'bf16' autocast (CUDA or CPU) | 'fp16' (CUDA; CPU stays fp32)
         batch_size: int = 8                   # samples per forward stage
-        face: FaceConfig = field(default_factory=lambda: FaceConfig(size=160, max_frames=64))
+        face: FaceConfig = field(default_factory=lambda: DEFAULT_FACE)   # how crops are made (shared cache)
 
     def __init__(self, config: "MAEDFERExtractor.Config | None" = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
+        # Hydra hands ``face`` over as a mapping of the fields it sets (over this extractor's default).
+        self.config = dataclasses.replace(self.config, face=face_config_from(self.config.face, DEFAULT_FACE))
         c = self.config
         if c.feature not in FEATURES:
             raise ValueError(f"mae_dfer: feature must be one of {FEATURES}, got {c.feature!r}")
+        if c.level not in LEVELS:
+            raise ValueError(f"mae_dfer: level must be one of {LEVELS}, got {c.level!r}")
         if c.precision not in PRECISIONS:
             raise ValueError(f"mae_dfer: precision must be one of {PRECISIONS}, got {c.precision!r}")
         if c.sampling_stride < 1 or c.num_views < 1:
             raise ValueError("mae_dfer: sampling_stride and num_views must be >= 1")
+        validate_face_config(c.face)
+        self.level = c.level
         self._model = None
         self._report = None
 
@@ -106,7 +164,13 @@ class MAEDFERExtractor(Extractor):
         return str(resolve_weights(self.config.weights))
 
     def weights_digest(self) -> str:
-        return file_digest(self.weights_file())
+        digest = file_digest(self.weights_file())
+        face = face_weights_digest(self.config.face)
+        return digest if face == "none" else f"{digest}+face:{face}"
+
+    def identity(self) -> dict[str, Any]:
+        identity = super().identity()
+        return {**identity, "config": face_key_config(identity["config"])}
 
     # --- work -----------------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
@@ -130,47 +194,82 @@ class MAEDFERExtractor(Extractor):
         head = self._model.head.out_features if self.config.head_probs else 0
         return self._model.cfg.embed_dim + head
 
-    def load(self, sample: Sample) -> np.ndarray:
-        """uint8 ``[views, 16, 160, 160, 3]`` RGB: the test views of the sample's face track."""
-        import cv2
-
-        c, size = self.config, IMAGE_SIZE
+    def load(self, sample: Sample) -> np.ndarray | FrameViews:
+        """The clips the model sees, uint8 RGB: ``[views, 16, 160, 160, 3]`` (the official test
+        views) at utterance level, :class:`FrameViews` (consecutive windows) at frame level."""
+        c = self.config
         clip = load_face_clip(sample, c.face, self.context)
-        wanted = official_view_indices(clip.total_frames, CLIP_FRAMES, c.sampling_stride, c.num_views)
-        crops = clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)]
-        if crops.shape[1:3] != (size, size):
-            interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
-            crops = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in crops])
-        return crops.reshape(c.num_views, CLIP_FRAMES, size, size, 3)
+        if c.level == "frame":
+            wanted, strided = window_indices(clip.total_frames, CLIP_FRAMES, c.sampling_stride)
+        else:
+            wanted = official_view_indices(clip.total_frames, CLIP_FRAMES, c.sampling_stride, c.num_views)
+        crops = _resize(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], IMAGE_SIZE)
+        crops = crops.reshape(len(wanted), CLIP_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+        return FrameViews(crops, strided) if c.level == "frame" else crops
 
-    def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray]) -> list[np.ndarray | ExtractionFailure]:
-        views = np.concatenate(inputs)                                  # [sum V, T, S, S, 3]
-        feats = self.embed_clips(views)
+    def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray | FrameViews]
+                ) -> list[np.ndarray | ExtractionFailure]:
+        frame_level = self.config.level == "frame"
+        clips = [x.clips if frame_level else x for x in inputs]
+        feats = self.embed_clips(np.concatenate(clips), per_time_region=frame_level)
+        cfg = self._model.cfg
+        frames_per_row = cfg.region_size[0] * cfg.tubelet_size           # one time region
         out, start = [], 0
-        for x in inputs:
-            out.append(feats[start:start + len(x)].mean(0).astype(np.float32))
-            start += len(x)
+        for x, views in zip(inputs, clips):
+            mine = feats[start:start + len(views)]
+            start += len(views)
+            if frame_level:
+                rows = math.ceil(x.frames / frames_per_row)
+                out.append(np.ascontiguousarray(mine.reshape(-1, mine.shape[-1])[:rows], dtype=np.float32))
+            else:
+                out.append(mine.mean(0).astype(np.float32))
         return out
 
-    def embed_clips(self, clips: np.ndarray) -> np.ndarray:
-        """uint8 clips ``[N, T, S, S, 3]`` -> per-clip features ``[N, feature_dim]`` (float32)."""
+    def embed_clips(self, clips: np.ndarray, per_time_region: bool = False) -> np.ndarray:
+        """uint8 clips ``[N, T, S, S, 3]`` -> features ``[N, feature_dim]`` (float32), or
+        ``[N, nt, feature_dim]`` per time region with ``per_time_region``."""
         if not self._ready:
             self.setup(self.device)
-        model, device = self._model, self.device
+        out = [self._embed(clips[i:i + CLIPS_PER_FORWARD], per_time_region)
+               for i in range(0, len(clips), CLIPS_PER_FORWARD)]
+        return np.concatenate(out)
+
+    def _embed(self, clips: np.ndarray, per_time_region: bool) -> np.ndarray:
+        model, device, c = self._model, self.device, self.config
         x = torch.from_numpy(np.ascontiguousarray(clips)).to(device)
         mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1, 1)
         x = (x.permute(0, 4, 1, 2, 3).float() / 255 - mean) / std
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
         kind = torch.device(device).type
-        # bf16 autocast also runs on CPUs (about 2.4x faster here); fp16 only on CUDA
+        precision = ("bf16" if kind == "cuda" else "fp32") if c.precision == "auto" else c.precision
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        # bf16 autocast also runs on CPUs; fp16 only on CUDA
         enabled = dtype is not None and (kind == "cuda" or dtype == torch.bfloat16)
+        nt = model.cfg.region_grid[0]
         with torch.inference_mode(), torch.autocast(kind, dtype=dtype or torch.float32, enabled=enabled):
-            if self.config.feature == "encoder_norm":
+            if c.feature == "encoder_norm":
                 none_masked = torch.zeros(len(x), model.cfg.num_tokens, dtype=torch.bool, device=device)
-                feats = model.forward_visible(x, none_masked).mean(1)
+                tokens = model.forward_visible(x, none_masked)                   # [N, n, C], time-major groups
+                feats = tokens.view(len(x), nt, -1, tokens.shape[-1]).mean(2) if per_time_region else tokens.mean(1)
+            elif per_time_region:
+                tokens = model.forward_tokens(x)                                  # [N, R, 1 + S, C]
+                by_time = tokens.view(len(x), nt, -1, *tokens.shape[2:])          # [N, nt, nh*nw, 1 + S, C]
+                pooled = {"region": lambda t: t[:, :, :, 0].mean(2), "org": lambda t: t[:, :, :, 1:].mean((2, 3)),
+                          "all": lambda t: t.mean((2, 3))}[c.feature](by_time)
+                feats = model.fc_norm(pooled)                                     # [N, nt, C]
             else:
                 feats = model.forward_features(x)
-                if self.config.head_probs:
-                    feats = torch.cat((feats, torch.softmax(model.forward_head(feats).float(), -1)), -1)
+            if c.head_probs:
+                feats = torch.cat((feats, torch.softmax(model.forward_head(feats).float(), -1).to(feats.dtype)), -1)
         return feats.float().cpu().numpy()
+
+
+def _resize(crops: np.ndarray, size: int) -> np.ndarray:
+    """Square crops ``[K, s, s, 3]`` -> ``[K, size, size, 3]`` (area when shrinking, bilinear when
+    growing, as the crops came)."""
+    if crops.shape[1:3] == (size, size):
+        return crops
+    import cv2
+
+    interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in crops])

@@ -16,6 +16,7 @@ clips with the official augmentation and a part-window mask.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from feature_extractors.visual.faces import FaceConfig, face_config_from
-from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
+from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, LGIFormerConfig
 from mer.cache.store import _atomic_file as atomic_file  # the cache's temp-file-and-rename writer
 from mer.data.manifest import Sample
 
@@ -196,13 +197,35 @@ def normalize_clip(frames: np.ndarray) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ClipSampling:
-    num_frames: int = 16
+    """How training clips are drawn. ``None`` sizes follow the model (:meth:`for_model`): its
+    frames, image size and token grid, and mask windows of its region's (h, w), as the official
+    scripts pass ``--part_win_size`` equal to ``--lg_region_size``."""
+
+    num_frames: int | None = None
     stride: int = 4
-    input_size: int = 160
+    input_size: int | None = None
     augment: bool = True            # GroupMultiScaleCrop; False: resize the whole frame
     mask_ratio: float = 0.9
-    mask_window: tuple[int, int] = (5, 10)
-    token_grid: tuple[int, int, int] = (8, 10, 10)
+    mask_window: tuple[int, int] | None = None
+    token_grid: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("mask_window", "token_grid"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+
+    def for_model(self, cfg: LGIFormerConfig, check: bool = True) -> "ClipSampling":
+        """These settings with every ``None`` size taken from the encoder config ``cfg``; with
+        ``check`` a size given that does not fit ``cfg`` raises."""
+        filled = dataclasses.replace(
+            self, num_frames=self.num_frames or cfg.num_frames, input_size=self.input_size or cfg.img_size,
+            token_grid=self.token_grid or cfg.token_grid, mask_window=self.mask_window or cfg.region_size[1:])
+        if check and (filled.num_frames, filled.input_size, filled.token_grid) != (
+                cfg.num_frames, cfg.img_size, cfg.token_grid):
+            raise ValueError(f"sampling {self} does not fit the model ({cfg.num_frames} frames of {cfg.img_size} px, "
+                             f"token grid {cfg.token_grid})")
+        return filled
 
 
 class PretrainClips(torch.utils.data.Dataset):
@@ -211,7 +234,9 @@ class PretrainClips(torch.utils.data.Dataset):
 
     def __init__(self, names: Sequence[str], store: FrameStore, sampling: ClipSampling = ClipSampling(),
                  seed: int = 0) -> None:
+        """``sampling`` with sizes left ``None`` gets the released model's (see :meth:`ClipSampling.for_model`)."""
         self.names = list(names)
+        sampling = sampling.for_model(LGIFormerConfig(), check=False)
         self.store, self.sampling, self.seed = store, sampling, seed
         self.masks = TubeWindowMaskGenerator(sampling.token_grid, sampling.mask_ratio, sampling.mask_window)
         self.epoch = 0

@@ -10,6 +10,7 @@
   ``(frame, row, column, channel)`` with the channel fastest (1536 values).
 * :func:`reconstruction_loss` -- MSE over all 1536 values (the paper's lambda = 0.5), or
   ``(1 - w) * MSE(appearance) + w * MSE(motion)`` with ``diff_weight=w``.
+* :func:`reconstruction_images` -- a clip's reconstruction as pictures (appearance and motion).
 * :func:`cosine_schedule` and :func:`param_groups` -- the per-step learning-rate schedule and the
   weight-decay groups of the official optimiser (AdamW, betas (0.9, 0.95)).
 """
@@ -68,16 +69,41 @@ def _patchify(videos: torch.Tensor, patch_size: int, tubelet_size: int) -> torch
     return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, -1, q, p, p, c)
 
 
-def reconstruction_targets(videos: torch.Tensor, mask: torch.Tensor, *, patch_size: int = 16,
+def reconstruction_targets(videos: torch.Tensor, mask: torch.Tensor, *, patch_size: int | None = None,
                            tubelet_size: int = 2, normalize: bool = True,
                            frame_diff_group: int | None = 2) -> torch.Tensor:
     """Targets of the masked tokens ``[B, N_mask, tubelet * patch^2 * C]`` (raster order).
 
     ``videos`` are ImageNet-normalised clips ``[B, C, T, H, W]``; they are mapped back to [0, 1]
-    with the float32 mean/std, as the official engine does. ``frame_diff_group``: ``None`` keeps
-    plain pixels; ``g`` replaces every frame but the first of each group of ``g`` frames by its
+    with the float32 mean/std, as the official engine does. ``mask [B, N]`` (True = masked) is in
+    raster token order. ``patch_size``: the model's (None: the one that gives ``N`` tokens with
+    ``tubelet_size``; 16 for the released model). ``frame_diff_group``: ``None`` keeps plain
+    pixels; ``g`` replaces every frame but the first of each group of ``g`` frames by its
     difference to that first frame (``g = 2``: ``[f0, f1 - f0]`` per tubelet, as released).
     """
+    if patch_size is None:
+        patch_size = infer_patch_size(videos.shape, mask.shape[-1], tubelet_size)
+    target = _all_targets(videos, patch_size, tubelet_size, normalize, frame_diff_group)
+    if target.shape[1] != mask.shape[-1]:
+        raise ValueError(f"the mask has {mask.shape[-1]} tokens; {list(videos.shape)} clips in "
+                         f"{tubelet_size}x{patch_size}x{patch_size} tubelets have {target.shape[1]}")
+    return target[mask].view(videos.shape[0], -1, target.shape[-1])
+
+
+def infer_patch_size(video_shape: Sequence[int], num_tokens: int, tubelet_size: int = 2) -> int:
+    """The square patch side that cuts ``[B, C, T, H, W]`` clips into ``num_tokens`` tubelets."""
+    t, h, w = video_shape[2:]
+    area = t // tubelet_size * h * w / num_tokens
+    side = int(round(math.sqrt(area)))
+    if side < 1 or side * side * num_tokens * tubelet_size != t * h * w or h % side or w % side:
+        raise ValueError(f"no square patch cuts {list(video_shape)} clips into {num_tokens} tokens "
+                         f"with tubelet {tubelet_size}; pass patch_size")
+    return side
+
+
+def _all_targets(videos: torch.Tensor, patch_size: int, tubelet_size: int, normalize: bool,
+                 frame_diff_group: int | None) -> torch.Tensor:
+    """Targets of every token ``[B, N, tubelet * patch^2 * C]`` (see :func:`reconstruction_targets`)."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=videos.device).view(1, -1, 1, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=videos.device).view(1, -1, 1, 1, 1)
     pixels = videos * std + mean
@@ -97,8 +123,7 @@ def reconstruction_targets(videos: torch.Tensor, mask: torch.Tensor, *, patch_si
         groups = frames.view(b, tn * q // g, g, hn, wn, p, p, c)
         groups = torch.cat((groups[:, :, :1], groups[:, :, 1:] - groups[:, :, :1]), dim=2)
         patches = groups.view(b, tn, q, hn, wn, p, p, c).permute(0, 1, 3, 4, 2, 5, 6, 7).reshape(b, n, q, p, p, c)
-    target = patches.reshape(b, n, -1)
-    return target[mask].view(b, -1, target.shape[-1])
+    return patches.reshape(b, n, -1)
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, diff_weight: float | None = None) -> torch.Tensor:
@@ -110,6 +135,69 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, diff_weight: f
     appearance = F.mse_loss(pred[..., :half], target[..., :half])
     motion = F.mse_loss(pred[..., half:], target[..., half:])
     return (1 - diff_weight) * appearance + diff_weight * motion
+
+
+def reconstruction_images(video: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, *, patch_size: int = 16,
+                          tubelet_size: int = 2, normalize: bool = True, frame_diff_group: int | None = 2,
+                          columns: int = 4) -> dict[str, np.ndarray]:
+    """Pictures of one clip's reconstruction, uint8 RGB, ``columns`` time steps side by side.
+
+    ``video [C, T, H, W]`` (ImageNet-normalised), ``mask [N]`` (True = masked) and the model's
+    predictions for the masked tokens ``pred [N_mask, tubelet * patch^2 * C]``. The predicted
+    tokens replace the targets of the masked tokens and are mapped back to pixels with each
+    tubelet's own mean and std (known from the clip), so a perfect prediction gives the clip back.
+
+    * ``appearance``: rows original | visible patches (masked ones gray) | reconstruction, at the
+      first frame of each group of ``frame_diff_group`` frames;
+    * ``motion`` (with ``frame_diff_group``): rows original | reconstructed difference of the
+      group's second frame to its first, in pixels, shown as ``0.5 + 2 * difference`` (gray: no change).
+    """
+    c, t, h, w = video.shape
+    q, p = tubelet_size, patch_size
+    v = video.detach().float().cpu()[None]
+    target = _all_targets(v, p, q, normalize, frame_diff_group)[0]                   # [N, q*p*p*C]
+    recon = target.clone()
+    recon[mask.cpu()] = pred.detach().float().cpu()
+    pixels = _patchify(v * torch.tensor(IMAGENET_STD).view(1, -1, 1, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, -1, 1, 1, 1), p, q)[0]
+    n = pixels.shape[0]
+    flat = pixels.reshape(n, -1, c)
+    mean, std = (flat.mean(1, keepdim=True), flat.var(1, unbiased=True, keepdim=True).sqrt() + 1e-6) if normalize \
+        else (torch.zeros(n, 1, c), torch.ones(n, 1, c))
+    g = frame_diff_group or 1
+
+    def to_frames(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target tokens -> (frames in pixels, differences to the group's first frame in pixels),
+        both ``[T, H, W, C]``."""
+        normed = tokens.view(n, q * p * p, c)
+        video_t = _unpatchify(normed, t, h, w, p, q)                                  # [T, H, W, C] target space
+        first = video_t[::g].repeat_interleave(g, dim=0) if g > 1 else torch.zeros_like(video_t)
+        offsets = (torch.arange(t) % g != 0).view(t, 1, 1, 1)
+        diff = torch.where(offsets, video_t, torch.zeros_like(video_t))
+        frames_norm = torch.where(offsets, video_t + first, video_t)
+        m, s_ = _unpatchify(mean.expand(n, q * p * p, c), t, h, w, p, q), _unpatchify(std.expand(n, q * p * p, c), t, h, w, p, q)
+        return frames_norm * s_ + m, diff * s_
+
+    original, original_diff = to_frames(target)
+    rebuilt, rebuilt_diff = to_frames(recon)
+    visible = _unpatchify((~mask.cpu()).float().view(n, 1, 1).expand(n, q * p * p, c), t, h, w, p, q)
+    slots = np.linspace(0, t // g - 1, min(columns, t // g)).round().astype(int) * g
+
+    def row(frames: torch.Tensor, at: np.ndarray) -> np.ndarray:
+        return np.concatenate([frames[i].clamp(0, 1).numpy() for i in at], axis=1)
+
+    masked = original * visible + 0.5 * (1 - visible)
+    images = {"appearance": np.concatenate([row(original, slots), row(masked, slots), row(rebuilt, slots)], axis=0)}
+    if frame_diff_group:
+        second = slots + 1
+        images["motion"] = np.concatenate([row(0.5 + 2 * original_diff, second), row(0.5 + 2 * rebuilt_diff, second)], axis=0)
+    return {k: (np.clip(im, 0, 1) * 255).round().astype(np.uint8) for k, im in images.items()}
+
+
+def _unpatchify(tokens: torch.Tensor, t: int, h: int, w: int, p: int, q: int) -> torch.Tensor:
+    """``[N, q*p*p, C]`` tokens (raster order, each flattened (frame, row, column)) -> ``[T, H, W, C]``."""
+    c = tokens.shape[-1]
+    x = tokens.reshape(t // q, h // p, w // p, q, p, p, c)
+    return x.permute(0, 3, 1, 4, 2, 5, 6).reshape(t, h, w, c)
 
 
 def cosine_schedule(base_value: float, final_value: float, epochs: int, steps_per_epoch: int,
