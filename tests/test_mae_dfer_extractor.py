@@ -166,6 +166,7 @@ def test_bf16_runs_on_the_cpu_close_to_fp32(golden):
     np.testing.assert_array_equal(fp16, fp32)
 
 
+@with_golden
 def test_face_options_are_the_shared_pipelines_with_every_frame_at_160():
     from feature_extractors.visual.faces import FaceConfig
 
