@@ -45,3 +45,17 @@ def needs_golden(name: str):
     """Skip marker for tests that compare against ``../shared/golden/<name>``."""
     return pytest.mark.skipif(not golden_dir(name).is_dir(),
                               reason=f"{golden_dir(name)} is absent (the shared golden folder beside the repo)")
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_state_between_tests():
+    """MLflow keeps the active run and tracking URI in process globals: a test that ran a tracked
+    job in-process must not leave them to the next one."""
+    yield
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
