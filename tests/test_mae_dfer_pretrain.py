@@ -109,38 +109,36 @@ class Killed(Exception):
 
 
 def tiny_settings(**overrides) -> PretrainSettings:
-    base = dict(model="mae_dfer_pretrain_tiny", epochs=2, batch_size=3, warmup_epochs=1, lr=1e-2, num_workers=0,
+    """A run of the 8-frame, 112-px micro variant: the loop at a size other than the released one
+    (clips, mask windows and targets follow the model)."""
+    base = dict(model="mae_dfer_pretrain_micro", epochs=2, batch_size=3, warmup_epochs=1, lr=1e-2, num_workers=0,
                 save_every=1, sampling={"stride": 1}, source={"face": {"size": 96, "max_frames": 0}},
                 reconstruction_every=0)
     return PretrainSettings(**{**base, **overrides})
 
 
 def test_pretrain_writes_official_checkpoints_that_load_and_a_killed_run_resumes_exactly(tmp_path):
-    samples = face_samples(tmp_path / "faces", 6)
+    samples = face_samples(tmp_path / "faces", 4)
     out = tmp_path / "run"
-    settings = tiny_settings(epochs=1, batch_size=2, checkpoint_every_steps=1)      # 3 steps per epoch
+    settings = tiny_settings(epochs=1, batch_size=2, checkpoint_every_steps=1)      # 2 steps per epoch
     result = pretrain(settings, samples, out, frames_root=tmp_path / "frames", progress=False)
-    assert result.clips == 6 and result.steps == 3 and sorted(result.epoch_losses) == [0]
+    assert result.clips == 4 and result.steps == 2 and sorted(result.epoch_losses) == [0]
     assert latest_checkpoint(out) == (out / "checkpoint-0.pth", 0)
     ckpt = load_torch_checkpoint(out / "checkpoint-0.pth")
     assert set(ckpt) == {"model", "optimizer", "epoch", "scaler", "args"} and ckpt["epoch"] == 0
-    assert isinstance(ckpt["args"], argparse.Namespace) and ckpt["args"].encoder_num_heads == 4
+    assert isinstance(ckpt["args"], argparse.Namespace) and ckpt["args"].encoder_num_heads == 2
     assert ckpt["args"].lr == pytest.approx(1e-2 * 2 / 256) and ckpt["args"].mask_type == "part_window"
-    assert ckpt["args"].part_win_size == [2, 5, 10] and ckpt["args"].window_size == (8, 10, 10)
+    assert ckpt["args"].part_win_size == [2, 7, 7] and ckpt["args"].window_size == (4, 7, 7)
+    assert (ckpt["args"].input_size, ckpt["args"].num_frames) == (112, 8)
     model, report = load_mae_dfer(str(out / "checkpoint-0.pth"))
     assert isinstance(model, MAEDFERPretrain) and report.heads_source.startswith("args.encoder_num_heads")
+    assert model.cfg == create_model("mae_dfer_pretrain_micro").cfg
     for key, value in model.state_dict().items():
         assert torch.equal(value, ckpt["model"][key])
     log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     assert [row["epoch"] for row in log] == [0] and np.isfinite(log[0]["train_loss"])
-    # the extractor reads the checkpoint (both feature definitions)
-    for feature in ("region", "encoder_norm"):
-        feats = MAEDFERExtractor(weights=str(out / "checkpoint-0.pth"), feature=feature,
-                                 face={"size": 96, "max_frames": 0}).extract_batch(samples[:1])
-        assert all(f.shape == (64,) and np.isfinite(f).all() for f in feats)
-
-    # the same run killed after its second optimiser step (resume.pth is written every step)
-    # and started again: it continues with the third step and ends where the whole run ended
+    # the same run killed after its first optimiser step (resume.pth is written every step)
+    # and started again: it continues with the second step and ends where the whole run ended
     def kill_after(step: int):
         def on_step(it: int, stats: dict) -> None:
             if it == step:
@@ -149,15 +147,15 @@ def test_pretrain_writes_official_checkpoints_that_load_and_a_killed_run_resumes
 
     killed = tmp_path / "killed"
     with pytest.raises(Killed):
-        pretrain(settings, samples, killed, frames_root=tmp_path / "frames", progress=False, on_step=kill_after(1))
+        pretrain(settings, samples, killed, frames_root=tmp_path / "frames", progress=False, on_step=kill_after(0))
     assert latest_checkpoint(killed) is None and (killed / "resume.pth").is_file()
     resumed = pretrain(settings, samples, killed, frames_root=tmp_path / "frames", progress=False)
-    assert resumed.resumed_from == (0, 2) and resumed.steps == 1
-    assert resumed.step_losses == pytest.approx(result.step_losses[2:], abs=1e-6)
+    assert resumed.resumed_from == (0, 1) and resumed.steps == 1
+    assert resumed.step_losses == pytest.approx(result.step_losses[1:], abs=1e-6)
     done = load_torch_checkpoint(killed / "checkpoint-0.pth")["model"]
     assert all(torch.allclose(done[k], v, atol=1e-6) for k, v in ckpt["model"].items())
     # a finished run started again with a longer schedule goes on after its last epoch
-    assert resume_point(out, 3)[1:] == (1, 0)
+    assert resume_point(out, 2)[1:] == (1, 0)
 
 
 def test_gradient_accumulation_takes_the_step_of_the_whole_batch(tmp_path):
@@ -175,7 +173,7 @@ def test_gradient_accumulation_takes_the_step_of_the_whole_batch(tmp_path):
     b = load_torch_checkpoint(accum.checkpoints[0])
     assert b["args"].lr == a["args"].lr and b["args"].update_freq == 3
     assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-5) for k in a["model"])
-    before = create_model("mae_dfer_pretrain_tiny").state_dict()      # the run changed the weights
+    before = create_model("mae_dfer_pretrain_micro").state_dict()     # the run changed the weights
     assert any(not torch.allclose(before[k], a["model"][k]) for k in before)
 
 
@@ -185,7 +183,7 @@ def test_pretrain_refuses_too_few_clips_and_mismatched_sampling(tmp_path):
         pretrain(tiny_settings(batch_size=2, grad_accum=2), samples, tmp_path / "run",
                  frames_root=tmp_path / "frames", progress=False)
     with pytest.raises(ValueError, match="does not fit"):
-        pretrain(tiny_settings(batch_size=2, sampling={"input_size": 192}), samples, tmp_path / "run",
+        pretrain(tiny_settings(batch_size=2, sampling={"input_size": 160}), samples, tmp_path / "run",
                  frames_root=tmp_path / "frames", progress=False)
 
 
@@ -246,6 +244,9 @@ def test_python_m_mer_pretrain_on_the_demo_corpus_lowers_the_loss_and_reloads(tm
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
     encoder, _ = load_mae_dfer(str(result.checkpoints[-1]), layout="finetune")
     assert encoder.cfg.embed_dim == 64
+    clip = np.random.default_rng(0).integers(0, 256, (1, 16, 160, 160, 3), dtype=np.uint8)
+    feats = MAEDFERExtractor(weights=str(result.checkpoints[-1]), feature="encoder_norm").embed_clips(clip)
+    assert feats.shape == (1, 64) and np.isfinite(feats).all()                # the extractor reads it
     # MLflow: the loss per step and per epoch, the reconstructions (epochs 0 and 1) and log.txt
     con = sqlite3.connect(runs / "mlflow.db")
     (run_id, status), = con.execute("select run_uuid, status from runs").fetchall()

@@ -383,7 +383,8 @@ class LGBlock(nn.Module):
     among the representative tokens, S3 local tokens cross-attend to all representative tokens,
     then the MLP. Drop-path draws follow the reference: per (sample, region) for S1 and the MLP,
     per sample for S2 and S3. Without autograd on a CPU in float32 the same steps run through
-    oneDNN (see :func:`_packed_weights`); ``use_onednn = False`` turns that off."""
+    oneDNN (:meth:`_forward_onednn`, see :func:`_packed_weights`); ``use_onednn = False`` turns
+    that off."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
         super().__init__()
@@ -1103,6 +1104,10 @@ _register("mae_dfer_pretrain_base", ModelSpec(LGIFormerConfig(), DecoderConfig()
 _register("lgi_former_tiny", ModelSpec(_TINY, None, "64 dim, 3 blocks, 4 heads: tests and CPU demos"))
 _register("mae_dfer_pretrain_tiny", ModelSpec(_TINY, DecoderConfig(embed_dim=48, depth=2, num_heads=4),
           "lgi_former_tiny + a 48-dim, 2-block, 4-head decoder: tests and CPU demos"))
+_register("mae_dfer_pretrain_micro", ModelSpec(
+    LGIFormerConfig(img_size=112, num_frames=8, region_size=(2, 7, 7), embed_dim=32, depth=2, num_heads=2),
+    DecoderConfig(embed_dim=16, depth=1, num_heads=2),
+    "8 frames of 112 px, regions (2,7,7), 32 dim, 2 blocks; a 16-dim decoder: fast tests of other sizes"))
 
 
 def create_model(name: str, init: bool = True, **overrides: Any) -> nn.Module:
