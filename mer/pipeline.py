@@ -25,10 +25,10 @@ from mer.data.manifest import Manifest, label_arrays
 from mer.data.recipes import prepare
 from mer.evaluation.scoring import score_predictions
 from mer.tracking import build_tracker, git_commit
-from mer.training.cv import MultiSeedResult, Predictions, run_seeds
-from mer.training.data import Split
+from mer.training.cv import MultiSeedResult, Predictions
+from mer.training.data import Split, concat_splits
 from mer.training.estimator import FusionEstimator, resolve_device
-from mer.tracks.base import build_strategy
+from mer.tracks.base import Strategy, TrackData, build_strategy
 
 log = logging.getLogger("mer")
 
@@ -83,40 +83,121 @@ def dataset_cache_id(cfg: DictConfig, manifest: Manifest) -> str:
 
 
 # --- features -------------------------------------------------------------------------------
-def build_features(cfg: DictConfig, manifest: Manifest, device: str, condition: str = "clean"
-                   ) -> tuple[FeatureBundle, dict[str, Any], list[dict]]:
-    names = manifest.names()
+@dataclass
+class FeatureSet:
+    """A run's features: the bundle, what each stream is (for the record), the planned streams
+    (corrupted conditions reuse their fitted extractors) and the failures."""
+
+    bundle: FeatureBundle
+    info: dict[str, Any]
+    failures: list[dict]
+    streams: list[Any]
+    dataset_id: str
+
+
+def _load_streams(streams, samples, names: list[str], cfg: DictConfig, device: str, condition: str
+                  ) -> tuple[dict[str, ModalityFeatures], dict[str, Any], list[dict]]:
+    """Fill each stream's entry for ``samples`` where missing, then load the rows of ``names``."""
     mods: dict[str, ModalityFeatures] = {}
     info: dict[str, Any] = {}
     failures: list[dict] = []
     opts = fill_options(cfg)
-    dataset_id = dataset_cache_id(cfg, manifest)
-    manifest, asr_tag = apply_asr_config(cfg, manifest, dataset_id, condition)
-    text_condition = f"{condition}+{asr_tag}" if asr_tag else None
-    for s in plan_streams(cfg, manifest, dataset_id, condition, text_condition):
+    for s in streams:
         stream, entry, name = s.stream, s.entry, s.extractor.name
         t0 = time.perf_counter()
-        report = fill_stream(s, manifest.samples, device=device, progress=bool(cfg.progress), opts=opts)
+        report = fill_stream(s, samples, device=device, progress=bool(cfg.progress), opts=opts)
         X, present = entry.load_matrix(names)
         fails = entry.failures()
         for n in names:
             if n in fails:
                 f = fails[n]
                 failures.append({"stream": stream, "modality": s.modality, "extractor": name, "name": n,
-                                 "reason": f.reason, "message": f.message})
+                                 "condition": condition, "reason": f.reason, "message": f.message})
         mods[stream] = ModalityFeatures(X, present, source=entry.path.name)
+        extracted, cached = report.extracted, report.cached
         info[stream] = {"extractor": name, "modality": s.modality, "cache_key": entry.key,
-                        "entry": str(entry.path), "dim": int(X.shape[1]), "present": int(present.sum()),
-                        "total": len(names), "extracted_now": report.extracted, "from_cache": report.cached,
-                        "seconds": round(time.perf_counter() - t0, 2)}
+                        "entry": str(entry.path), "condition": entry.path.parent.name, "dim": int(X.shape[1]),
+                        "present": int(present.sum()), "total": len(names), "extracted_now": extracted,
+                        "from_cache": cached, "seconds": round(time.perf_counter() - t0, 2)}
         absent = len(names) - int(present.sum())
-        log.info("%s: %s, dim %d, %d/%d samples (%d extracted now, %d from cache)%s", stream, name,
-                 X.shape[1], present.sum(), len(names), report.extracted, report.cached,
+        log.info("%s [%s]: %s, dim %d, %d/%d samples (%d extracted now, %d from cache)%s", stream, condition, name,
+                 X.shape[1], present.sum(), len(names), extracted, cached,
                  f"; {absent} without a feature are masked (see failures.jsonl)" if absent else "")
+    return mods, info, failures
+
+
+def feature_set(cfg: DictConfig, manifest: Manifest, device: str, condition: str = "clean") -> FeatureSet:
+    """Fill (where missing) and load every feature stream of the config for every sample."""
+    dataset_id = dataset_cache_id(cfg, manifest)
+    manifest, asr_tag = apply_asr_config(cfg, manifest, dataset_id, condition)
+    text_condition = f"{condition}+{asr_tag}" if asr_tag else None
+    streams = plan_streams(cfg, manifest, dataset_id, condition, text_condition)
+    names = manifest.names()
+    mods, info, failures = _load_streams(streams, manifest.samples, names, cfg, device, condition)
     if not mods:
         raise SystemExit("no modality has features: check features/text, features/audio, features/visual "
                          "and that the dataset has the inputs they need")
-    return FeatureBundle(names, mods), info, failures
+    return FeatureSet(FeatureBundle(names, mods), info, failures, streams, dataset_id)
+
+
+def build_features(cfg: DictConfig, manifest: Manifest, device: str, condition: str = "clean"
+                   ) -> tuple[FeatureBundle, dict[str, Any], list[dict]]:
+    fs = feature_set(cfg, manifest, device, condition)
+    return fs.bundle, fs.info, fs.failures
+
+
+def corruption_settings(cfg: DictConfig):
+    from mer.data.corrupt import CorruptionSettings
+
+    node = cfg.track.get("corruption") if cfg.get("track") is not None else None
+    return CorruptionSettings.from_config(plain(node if node is not None else cfg.get("corruption")))
+
+
+def condition_features(cfg: DictConfig, manifest: Manifest, clean: FeatureSet, condition: str,
+                       names: list[str], device: str) -> tuple[FeatureBundle, dict[str, Any], list[dict]]:
+    """Features of ``names`` under a corrupted ``condition`` (``mixed``, ``snr7``, ``blur4``...).
+
+    The clips are corrupted once into ``<cache>/corrupted/<dataset>/<condition>/`` (in the
+    release layout, each clip's draw beside it), and the streams the condition can change are
+    extracted from that copy into the cache condition of the same name, with the extractors of the
+    clean run (fitted state included). Streams it cannot change (video under ``snr7``; text unless
+    ASR transcribes the noisy audio) are the clean entries."""
+    from mer.data.corrupt import corrupt_manifest, corrupted_root, parse_condition
+    from mer.features import Stream, feature_store
+
+    cond = parse_condition(condition)
+    settings = corruption_settings(cfg)
+    tag = settings.tag(cond)
+    root = corrupted_root(cfg.paths.cache_dir, clean.dataset_id, tag)
+    noisy, copy = corrupt_manifest(manifest, cond, settings, root, names=names, progress=bool(cfg.progress))
+    samples = [noisy[n] for n in names]
+    text_condition = None
+    if cond.touches_audio and cfg.get("asr") and cfg.asr.get("name"):
+        subset = Manifest(noisy.dataset, noisy.label_spec, samples, noisy.train_split, noisy.root)
+        subset, asr_tag = apply_asr_config(cfg, subset, clean.dataset_id, tag)
+        samples = subset.samples
+        text_condition = f"{tag}+{asr_tag}" if asr_tag else None
+    store = feature_store(cfg)
+    streams, reused = [], set()
+    for s in clean.streams:
+        if cond.touches(s.modality):
+            streams.append(Stream(s.stream, s.extractor, store.entry(clean.dataset_id, s.extractor.identity(), tag)))
+        elif s.modality == "text" and text_condition:
+            streams.append(Stream(s.stream, s.extractor,
+                                  store.entry(clean.dataset_id, s.extractor.identity(), text_condition)))
+        else:
+            reused.add(s.stream)
+    mods, info, failures = _load_streams(streams, samples, names, cfg, device, tag)
+    clean_rows = clean.bundle.take(names)
+    for s in clean.streams:
+        if s.stream in reused:
+            f = clean_rows.modalities[s.stream]
+            mods[s.stream] = ModalityFeatures(f.X, f.present, source=s.entry.path.name)
+    for n, err in copy.failed.items():
+        failures.append({"stream": "*", "modality": "*", "extractor": "corrupt", "name": n, "condition": tag,
+                         "reason": "corruption_failed", "message": err})
+    return FeatureBundle(list(names), {m: mods[m] for m in clean.bundle.modalities}), \
+        {f"{k}@{tag}": v for k, v in info.items()}, failures
 
 
 # --- training -------------------------------------------------------------------------------
@@ -140,6 +221,105 @@ def make_splits(manifest: Manifest, bundle: FeatureBundle) -> tuple[Split, dict[
         yt, vt = label_arrays(samples, spec)
         tests[sp] = Split(bundle.take([s.name for s in samples]), yt, vt)
     return train, tests
+
+
+HELDOUT_SPLIT = "heldout"
+"""Training rows whose labels ``track.hide_labels`` hides: predicted and scored like a test split."""
+
+
+def make_track_data(cfg: DictConfig, manifest: Manifest, bundle: FeatureBundle, n_folds: int) -> TrackData:
+    """Train/test splits, plus, where the track asks, hidden training labels and the unlabelled pool.
+
+    ``track.hide_labels.fraction``: a stratified, seeded share of the training labels is hidden;
+    those rows leave the training split, join the pool and are scored as the ``heldout`` split.
+    ``track.pool.splits``: ``all`` (every split but the training one) or a list: their rows join
+    the pool as unlabelled, whatever labels they have."""
+    from mer.tracks.semi import hide_labels
+
+    train, tests = make_splits(manifest, bundle)
+    hide = cfg.track.get("hide_labels") or {}
+    fraction = float(hide.get("fraction") or 0.0)
+    pool_parts: list[tuple[Split, np.ndarray]] = []
+    if fraction > 0:
+        hidden = hide_labels(train.y, fraction, int(hide.get("seed", 0)), keep_per_class=n_folds)
+        tests = {HELDOUT_SPLIT: train.rows(np.flatnonzero(hidden)), **tests}
+        pool_parts.append((tests[HELDOUT_SPLIT], tests[HELDOUT_SPLIT].y))
+        train = train.rows(np.flatnonzero(~hidden))
+        log.info("hide_labels: %d of %d training labels hidden (scored as split %r); %d remain",
+                 int(hidden.sum()), len(hidden), HELDOUT_SPLIT, len(train))
+    pool_cfg = cfg.track.get("pool") or {}
+    pool_splits = pool_cfg.get("splits")
+    if pool_splits:
+        names = manifest.test_splits if pool_splits == "all" else list(pool_splits)
+        unknown = [sp for sp in names if sp not in manifest.splits]
+        if unknown:
+            raise SystemExit(f"track.pool.splits names {unknown}, which {manifest.dataset} does not have "
+                             f"(splits: {manifest.splits})")
+        for sp in names:
+            if sp == manifest.train_split:
+                unlabelled = [s.name for s in manifest.split(sp) if not s.is_labelled]
+                if unlabelled:
+                    yt, vt = label_arrays([manifest[n] for n in unlabelled], manifest.label_spec)
+                    pool_parts.append((Split(bundle.take(unlabelled), yt, vt), yt))
+            else:
+                pool_parts.append((tests[sp], tests[sp].y))
+    pool = truth = None
+    if pool_parts:
+        rows = concat_splits([Split(p.X, np.full(len(p), -1), np.full(len(p), np.nan, np.float32))
+                              for p, _ in pool_parts])
+        pool, truth = rows, np.concatenate([t for _, t in pool_parts])
+    return TrackData(train, tests, pool=pool, pool_truth=truth)
+
+
+def add_corrupted_conditions(cfg: DictConfig, manifest: Manifest, clean: FeatureSet, data: TrackData,
+                             strategy: Strategy, device: str) -> tuple[dict[str, Any], list[dict], dict[str, Any]]:
+    """Views of the training split (what the strategy trains on; out-of-fold curve points) and
+    probes of a labelled test split (``<split>@<condition>``: curve points), per the track config.
+    Returns (feature info, failures, the curve's plan)."""
+    from mer.tracks.noise import curve_conditions
+
+    info: dict[str, Any] = {}
+    failures: list[dict] = []
+    rob = cfg.track.get("robustness")
+    curve_split = str(rob.get("split")) if rob and rob.get("split") else None
+    conds = curve_conditions(plain(rob)) if curve_split else []
+    plan: dict[str, Any] = {}
+    if curve_split and curve_split != manifest.train_split:
+        if curve_split not in data.tests:
+            log.warning("robustness curve skipped: %s has no split %s (splits: %s); set track.robustness.split",
+                        manifest.dataset, curve_split, manifest.splits)
+            curve_split = None
+        elif not (data.tests[curve_split].y >= 0).any():
+            log.warning("robustness curve skipped: %s has no labels; set track.robustness.split=%s for an "
+                        "out-of-fold curve on the training clips", curve_split, manifest.train_split)
+            curve_split = None
+    has_media = bool(manifest.modalities_present() & {"audio", "visual"})
+    if curve_split and not has_media:
+        log.warning("robustness curve skipped: %s has no audio or video to corrupt", manifest.dataset)
+        curve_split, conds = None, []
+    view_conds = list(dict.fromkeys(strategy.required_views() +
+                                    (conds if curve_split == manifest.train_split else [])))
+    if view_conds and not has_media:
+        raise SystemExit(f"the track trains on corrupted copies {view_conds} of the training clips, but "
+                         f"{manifest.dataset} has no audio or video to corrupt; add track.strategy_options."
+                         f"train_on=[] (modality dropout and feature noise still apply)")
+    for c in view_conds:
+        b, i, f = condition_features(cfg, manifest, clean, c, data.train.names, device)
+        data.views[c] = Split(b, data.train.y, data.train.v)
+        info.update(i)
+        failures += f
+    if curve_split and curve_split != manifest.train_split:
+        split = data.tests[curve_split]
+        keep = np.flatnonzero(split.y >= 0)
+        split = split.rows(keep)
+        for c in conds:
+            b, i, f = condition_features(cfg, manifest, clean, c, split.names, device)
+            data.probes[f"{curve_split}@{c}"] = Split(b, split.y, split.v)
+            info.update({f"{curve_split}/{k}": v for k, v in i.items()})
+            failures += f
+    if curve_split:
+        plan = {"split": curve_split, "conditions": conds}
+    return info, failures, plan
 
 
 def make_estimator(cfg: DictConfig, manifest: Manifest, metric: str, device: str) -> FusionEstimator:
@@ -167,13 +347,13 @@ def predictions_frame(manifest: Manifest, preds: Predictions) -> pd.DataFrame:
     return df
 
 
-def write_submissions(cfg: DictConfig, manifest: Manifest, tests: Mapping[str, Predictions], out_dir: Path
-                      ) -> dict[str, Path]:
+def write_submissions(cfg: DictConfig, manifest: Manifest, tests: Mapping[str, Predictions], out_dir: Path,
+                      subdir: str = "submissions") -> dict[str, Path]:
     from submissions.validate import validate_submission
     from submissions.writers import write_submission
 
     written = {}
-    target = out_dir / "submissions"
+    target = out_dir / subdir
     target.mkdir(parents=True, exist_ok=True)
     for track, sub in (cfg.data.get("submissions") or {}).items():
         if sub.split not in tests:
@@ -212,10 +392,14 @@ def score_tests(preds: Mapping[str, Predictions], tests: Mapping[str, Split]) ->
 def results_row(ablation: Mapping[str, Any], fusion: str, n_seeds: int) -> dict[str, str]:
     """One line of the printed table: CV mean (± std over seeds) and the test scores."""
     mods, summ = ablation["modalities"], ablation["cv"]
-    row = {"modalities": "+".join(mods), "fusion": fusion if len(mods) > 1 else "-"}
+    row = {"modalities": "+".join(mods), "strategy": ablation.get("strategy", "supervised"),
+           "fusion": fusion if len(mods) > 1 else "-"}
     for k in ("wf1", "acc", "mse", "combined"):
         if f"cv_{k}" in summ:
             row[f"cv_{k}"] = _fmt(summ[f"cv_{k}"]["mean"], summ[f"cv_{k}"]["std"], n_seeds)
+    for k, ms in summ.items():          # out-of-fold scores of corrupted copies of the training clips
+        if k.startswith("oof_") and k.endswith(("_wf1", "_combined")) and k.count("_") > 1:
+            row[k] = _fmt(ms["mean"], ms["std"], n_seeds)
     row.update({k: f"{v:.4f}" for k, v in ablation["test"].items() if k.endswith(("_wf1", "_combined"))})
     return row
 
@@ -278,53 +462,116 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
         manifest = load_manifest(cfg)
         log.info("%s", manifest.summary())
         manifest.to_jsonl(out / "manifest.jsonl")
-        bundle, feat_info, failures = build_features(cfg, manifest, device)
+        clean = feature_set(cfg, manifest, device)
+        bundle, feat_info, failures = clean.bundle, dict(clean.info), list(clean.failures)
+        metric = resolve_metric(cfg, manifest)
+        seeds = [int(s) for s in cfg.train.seeds]
+        n_folds = int(cfg.train.n_folds)
+        strategy = build_strategy(cfg.track.strategy, **plain(cfg.track.get("strategy_options")))
+        data = make_track_data(cfg, manifest, bundle, n_folds)
+        if strategy.needs_pool and data.pool is None:
+            raise SystemExit(f"track.strategy={cfg.track.strategy} needs an unlabelled pool: set track.pool.splits "
+                             f"(all, or a list of {manifest.test_splits}) or track.hide_labels.fraction")
+        c_info, c_fail, curve_plan = add_corrupted_conditions(cfg, manifest, clean, data, strategy, device)
+        feat_info.update(c_info)
+        failures += c_fail
         with open(out / "failures.jsonl", "w", encoding="utf-8") as f:
             for rec in failures:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        tracker.log_params({f"cache.{m}.key": i["cache_key"] for m, i in feat_info.items()})
-        tracker.log_params({f"cache.{m}.extractor": i["extractor"] for m, i in feat_info.items()})
-        metric = resolve_metric(cfg, manifest)
-        train, tests = make_splits(manifest, bundle)
-        strategy = build_strategy(cfg.track.strategy, **plain(cfg.track.get("strategy_options")))
-        seeds = [int(s) for s in cfg.train.seeds]
-        n_folds = int(cfg.train.n_folds)
+        # MLflow names admit no "@": a corrupted condition's stream is logged as <stream>:<condition>
+        tracker.log_params({f"cache.{m.replace('@', ':')}.key": i["cache_key"] for m, i in feat_info.items()})
+        tracker.log_params({f"cache.{m.replace('@', ':')}.extractor": i["extractor"] for m, i in feat_info.items()})
 
-        def cv(modalities):
+        def cv(modalities, strat: Strategy = strategy):
             est = make_estimator(cfg, manifest, metric, device)
-            sel = lambda s: Split(s.X.select(modalities), s.y, s.v, s.weight)  # noqa: E731
-            return run_seeds(est, sel(train), {k: sel(v) for k, v in tests.items()}, seeds=seeds,
-                             n_folds=n_folds, strategy=strategy, progress=bool(cfg.progress))
+            return strat.cross_validate(est, data.select(modalities), seeds=seeds, n_folds=n_folds,
+                                        progress=bool(cfg.progress))
+
+        def summarise(mods, res, strat_name):
+            preds = res.test_predictions()
+            main = {k: v for k, v in preds.items() if k in data.tests}
+            return {"modalities": mods, "strategy": strat_name, "cv": res.summary(),
+                    "test": score_tests(main, data.tests)}, main
 
         fused_mods = sorted(bundle.modalities)
         settings = [(fused_mods, cv(fused_mods))]
         if cfg.get("ablate_modalities") and len(fused_mods) > 1:
             settings = [([m], cv([m])) for m in fused_mods] + settings
-        test_preds = [res.test_predictions() for _, res in settings]
-        ablation = [{"modalities": mods, "cv": res.summary(), "test": score_tests(preds, tests)}
-                    for (mods, res), preds in zip(settings, test_preds)]
-        rows = [results_row(a, str(cfg.fusion.name), len(seeds)) for a in ablation]
+        summaries = [summarise(mods, res, strategy.name) for mods, res in settings]
+        ablation = [a for a, _ in summaries]
         result: MultiSeedResult = settings[-1][1]
-        fused_preds = test_preds[-1]
+        fused_preds = summaries[-1][1]
+        base_name, base_res = run_baseline(cfg, strategy, result, lambda st: cv(fused_mods, st))
+        rows = [results_row(a, str(cfg.fusion.name), len(seeds)) for a in ablation]
         metrics = run_metrics(ablation, len(seeds))
+        base_preds = None
+        if base_res is not None:
+            base_abl, base_preds = summarise(fused_mods, base_res, f"{base_name} (baseline)")
+            rows.append(results_row(base_abl, str(cfg.fusion.name), len(seeds)))
+            metrics.update({f"baseline_{k}": v for k, v in run_metrics([base_abl], len(seeds)).items()})
         for r in result.runs:
             for f in r.folds:
                 tracker.log_metrics({f"fold_{k}": v for k, v in f.items() if k not in {"fold", "n_train", "n_val"}},
                                     step=r.seed * 100 + f["fold"])
+        curves = {}
+        if curve_plan:
+            curves = robustness_outputs(out, manifest, data, curve_plan, {strategy.name: result,
+                                        **({f"{base_name} (baseline)": base_res} if base_res is not None else {})})
+            for label, pts in curves.items():
+                prefix = "baseline_curve" if label.endswith("(baseline)") else "curve"
+                metrics.update({f"{prefix}_{c}_wf1": v for c, v in pts.items()})
+        metrics.update(strategy.report(result, data, out, list(manifest.label_spec.classes), tracker))
         tracker.log_metrics(metrics)
-        pred_dir = write_predictions(out, manifest, train, result.oof_predictions(), fused_preds, fused_mods)
+        pred_dir = write_predictions(out, manifest, data.train, result.oof_predictions(), fused_preds, fused_mods)
         subs = write_submissions(cfg, manifest, fused_preds, out)
+        if base_preds is not None:
+            write_submissions(cfg, manifest, base_preds, out, subdir=f"submissions/baseline-{base_name}")
         text_table = results_table(rows)
         (out / "results.md").write_text(text_table + "\n")
         summary = {"metric": metric, "metrics": metrics, "ablation": ablation, "features": feat_info,
-                   "failures": len(failures), "submissions": {k: str(v) for k, v in subs.items()},
+                   "strategy": strategy.name, "baseline": base_name if base_res is not None else None,
+                   "robustness_curve": curves, "failures": len(failures),
+                   "submissions": {k: str(v) for k, v in subs.items()},
                    "seeds": seeds, "n_folds": n_folds, "seconds": round(time.perf_counter() - t_start, 1)}
         (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
         for p in [out / "results.json", out / "results.md", out / "per_class_cv.csv",
-                  out / "confusion_matrix_cv.png", out / "config_resolved.yaml", out / "failures.jsonl"]:
-            tracker.log_artifact(p)
+                  out / "confusion_matrix_cv.png", out / "config_resolved.yaml", out / "failures.jsonl",
+                  out / "robustness_curve.png", out / "robustness_curve.csv"]:
+            if p.exists():
+                tracker.log_artifact(p)
         tracker.log_artifact(pred_dir, "predictions")
         if subs:
             tracker.log_artifact(out / "submissions", "submissions")
         tracker.log_metrics({"seconds_total": time.perf_counter() - t_start})
         return RunResult(out, metrics, text_table, subs, tracker.run_id, tracker.uri, ablation)
+
+
+def run_baseline(cfg: DictConfig, strategy: Strategy, result: MultiSeedResult, cv_with
+                 ) -> tuple[str | None, MultiSeedResult | None]:
+    """The comparison ``track.baseline`` asks for (e.g. ``supervised``: clean-only training for
+    the noise track), on the fused modalities with the same folds and seeds. A strategy that made
+    it on the way (self-training's round 0 is supervised-only training) hands it over instead."""
+    name = cfg.track.get("baseline")
+    if not name or name == strategy.name:
+        return None, None
+    made = result.extras.get("baseline")
+    if made is not None and name == "supervised":
+        return str(name), made
+    shared = {k: getattr(strategy, k) for k in ("valence_weight", "label_smoothing") if hasattr(strategy, k)}
+    return str(name), cv_with(build_strategy(str(name), **shared))
+
+
+def robustness_outputs(out: Path, manifest: Manifest, data: TrackData, plan: Mapping[str, Any],
+                       results: Mapping[str, MultiSeedResult]) -> dict[str, dict[str, float]]:
+    """Weighted F1 per corruption condition of each result: ``robustness_curve.csv`` and the plot."""
+    from mer.evaluation.reports import plot_robustness_curve
+    from mer.tracks.noise import robustness_curve
+
+    curves = {label: robustness_curve(res, data, plan["split"], plan["conditions"], manifest.train_split)
+              for label, res in results.items()}
+    rows = [{"model": label, "condition": c, "wf1": v} for label, pts in curves.items() for c, v in pts.items()]
+    pd.DataFrame(rows).to_csv(out / "robustness_curve.csv", index=False)
+    where = "out-of-fold" if plan["split"] == manifest.train_split else "fold ensemble"
+    plot_robustness_curve(curves, out / "robustness_curve.png",
+                          title=f"{manifest.dataset} {plan['split']} ({where}): weighted F1 under corruption")
+    return curves

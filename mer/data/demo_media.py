@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from scipy.signal import lfilter
 
+from .corrupt import mix_at_snr, no_clip as _no_clip, pyramid_blur as blur  # noqa: F401 - MER-NOISE's own operations
+
 FRAME_SIZE = 224
 """Frames are square; a multiple of 4 so a blur factor of 4 (two ``pyrDown``) round-trips."""
 FPS = 15
@@ -280,16 +282,6 @@ def onset_curve(n_frames: int, rng: np.random.Generator) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def blur(frame: np.ndarray, factor: int) -> np.ndarray:
-    """MER-NOISE's video corruption: ``log2(factor)`` pyrDown then as many pyrUp (1 = untouched)."""
-    steps = int(round(math.log2(factor)))
-    for _ in range(steps):
-        frame = cv2.pyrDown(frame)
-    for _ in range(steps):
-        frame = cv2.pyrUp(frame)
-    return frame
-
-
 def render_frames(cls: str, intensity: float, n_frames: int, shot: FaceShot, rng: np.random.Generator,
                   blur_factor: int = 1) -> np.ndarray:
     """The clip's video: [T, FRAME_SIZE, FRAME_SIZE, 3] uint8 RGB."""
@@ -526,12 +518,6 @@ def synth_voice(cls: str, intensity: float, speaker: Speaker, duration_s: float,
     return _no_clip(voice).astype(np.float32)
 
 
-def _no_clip(x: np.ndarray, limit: float = 0.99) -> np.ndarray:
-    """Scale the whole signal down if it would clip (as MER-NOISE does), never hard-clip it."""
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    return x * (limit / peak) if peak > limit else x
-
-
 def babble(n: int, rng: np.random.Generator, talkers: int = 4, sr: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Several emotionally flat talkers at once: a stand-in for MUSAN's speech subset."""
     out = np.zeros(n)
@@ -541,14 +527,6 @@ def babble(n: int, rng: np.random.Generator, talkers: int = 4, sr: int = SAMPLE_
         offset = rng.integers(0, voice.size - n + 1)
         out += voice[offset:offset + n] * rng.uniform(0.5, 1.0)
     return out
-
-
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """MER-NOISE's mixing: scale ``noise`` so RMS(clean)/RMS(noise) is ``snr_db``, add, avoid clipping."""
-    rms_clean = np.sqrt(np.mean(clean.astype(np.float64) ** 2))
-    rms_noise = np.sqrt(np.mean(noise.astype(np.float64) ** 2)) + 1e-12
-    noisy = clean + noise * (rms_clean / 10 ** (snr_db / 20)) / rms_noise
-    return _no_clip(noisy).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

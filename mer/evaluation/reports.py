@@ -171,3 +171,108 @@ def _format_cell(value: Any, float_digits: int) -> str:
     if isinstance(value, (float, np.floating)):  # ints stay exact (counts, epochs, seeds)
         return f"{value:.{float_digits}f}"
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+_METRIC_LABELS = {"wf1": "weighted F1", "acc": "accuracy", "combined": "F1 - 0.25 MSE"}
+
+
+def plot_robustness_curve(curves: Mapping[str, Mapping[str, float]], path: str | Path,
+                          metric: str = "wf1", title: str | None = None) -> Path:
+    """Write a PNG of scores against corruption strength, one line per trained model.
+
+    ``curves``: ``{label: {condition: score}}`` with conditions ``clean``, ``snr<k>``,
+    ``blur<f>`` and ``mixed`` (see :mod:`mer.data.corrupt`). Left: score against the SNR of the
+    speech noise (clean at the right end); right: against the blur factor (1 = clean); the
+    organisers' ``mixed`` draw is a dashed level in both."""
+    import re
+
+    fig = _figure(10.5, 4.2)
+    ax_snr, ax_blur = fig.subplots(1, 2, sharey=True)
+    snrs = sorted({int(m[1]) for c in curves.values() for k in c if (m := re.fullmatch(r"snr(-?\d+)", k))})
+    clean_x = (max(snrs) + 3) if snrs else 0
+    colours = [f"C{i}" for i in range(10)]
+    for (label, pts), colour in zip(curves.items(), colours):
+        snr_pts = sorted((int(k[3:]), v) for k, v in pts.items() if re.fullmatch(r"snr-?\d+", k))
+        blur_pts = sorted((int(k[4:]), v) for k, v in pts.items() if re.fullmatch(r"blur\d+", k))
+        if snr_pts:
+            ax_snr.plot(*zip(*snr_pts), "o-", color=colour, label=label)
+        if "clean" in pts:
+            ax_snr.plot([clean_x], [pts["clean"]], "s", color=colour)
+            if snr_pts:
+                ax_snr.plot([snr_pts[-1][0], clean_x], [snr_pts[-1][1], pts["clean"]], ":", color=colour)
+            blur_pts = [(1, pts["clean"])] + blur_pts
+        if blur_pts:
+            ax_blur.plot([math.log2(f) for f, _ in blur_pts], [v for _, v in blur_pts], "o-", color=colour,
+                         label=label)
+        if "mixed" in pts:
+            for ax in (ax_snr, ax_blur):
+                ax.axhline(pts["mixed"], color=colour, ls="--", lw=1, alpha=0.8)
+    if snrs:
+        ax_snr.set_xticks(snrs + [clean_x], labels=[str(s) for s in snrs] + ["clean"])
+    ax_snr.set_xlabel("speech-noise SNR (dB)")
+    ax_snr.set_ylabel(_METRIC_LABELS.get(metric, metric))
+    factors = sorted({int(k[4:]) for c in curves.values() for k in c if re.fullmatch(r"blur\d+", k)} | {1})
+    ax_blur.set_xticks([math.log2(f) for f in factors], labels=[f"x{f}" + (" (clean)" if f == 1 else "")
+                                                              for f in factors])
+    ax_blur.set_xlabel("pyramid blur factor")
+    for ax in (ax_snr, ax_blur):
+        ax.grid(alpha=0.3)
+    handles, labels = ax_snr.get_legend_handles_labels()
+    if any("mixed" in c for c in curves.values()):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="grey", ls="--"))
+        labels.append("mixed (SNR 5-10 dB, blur x1/x2/x4)")
+    if handles:
+        ax_blur.legend(handles, labels, loc="lower left", fontsize=8)
+    fig.suptitle(title or "Robustness to MER-NOISE corruption")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=120)
+    return path
+
+
+def plot_self_training(rounds: pd.DataFrame, classes: Sequence[str], path: str | Path) -> Path:
+    """Write a PNG of self-training by round: pseudo-labels per class (stacked bars) and the
+    scores (CV weighted F1 and every labelled split's weighted F1) as lines."""
+    fig = _figure(7.5, 5.0)
+    ax = fig.add_subplot()
+    x = rounds["round"].to_numpy()
+    bottom = np.zeros(len(rounds))
+    for i, c in enumerate(classes):
+        col = f"n_pseudo_{c}"
+        if col in rounds:
+            h = rounds[col].fillna(0).to_numpy(float)
+            ax.bar(x, h, bottom=bottom, color=f"C{i}", alpha=0.45, label=c, width=0.6)
+            bottom += h
+    ax.set_xlabel("round (0 = labelled data only)")
+    ax.set_ylabel("pseudo-labelled pool rows")
+    ax.set_xticks(x)
+    ax2 = ax.twinx()
+    score_cols = [c for c in rounds.columns if c in {"cv_wf1", "oof_wf1"} or
+                  (c.endswith("_wf1") and not c.startswith(("cv_", "oof_")))]
+    for k, col in enumerate(score_cols):
+        vals = rounds[col].to_numpy(float)
+        ax2.plot(x, vals, "o-", color="black" if col == "cv_wf1" else f"C{(k + 6) % 10}",
+                 label=f"{col} (CV, optimistic after round 0)" if col == "cv_wf1" else col)
+    ax2.set_ylabel("weighted F1")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4,
+              frameon=False)
+    ax.set_title("Self-training over the unlabelled pool")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=120)
+    return path

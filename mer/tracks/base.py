@@ -1,23 +1,60 @@
 """Track strategies: the objective is a swappable object; the loop never branches on the track.
 
-A strategy owns the loss (``loss(outputs, batch)``) and how one fold is fitted (``fit_fold``:
-supervised fits the labelled rows; later strategies add corrupted copies, pseudo-labels or
-candidate sets). It is looked up by name from the track config (``track.strategy: supervised``).
+A strategy owns the loss (``loss(outputs, batch)``), how one fold is fitted (``fit_fold``:
+supervised fits the labelled rows; the noise strategy adds corrupted copies, self-training adds
+pseudo-labels), optionally a batch augmentation the loop applies (``augment``), and how the
+cross-validation protocol runs over a :class:`TrackData` (``cross_validate``: once for most
+strategies, in rounds for self-training). It is looked up by name from the track config
+(``track.strategy: supervised``).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mer.registry import Registry
+from mer.training.data import Split
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("track strategy")
 
 
+@dataclass
+class TrackData:
+    """What a strategy trains on and predicts, features already chosen.
+
+    ``train``: the labelled training rows. ``tests``: splits predicted for submissions (scored
+    where labelled). ``views``: the training rows under corrupted conditions, ``{condition:
+    Split}`` with the same names in the same order. ``probes``: more splits to predict and score
+    but never submit (a test split under ``snr5``: ``test1@snr5``). ``pool``: unlabelled rows for
+    semi-supervised strategies (``y = -1`` always); ``pool_truth``: their labels where somebody
+    knows them (hidden training labels, labelled test splits), for reports only, never training.
+    """
+
+    train: Split
+    tests: dict[str, Split]
+    views: dict[str, Split] = field(default_factory=dict)
+    probes: dict[str, Split] = field(default_factory=dict)
+    pool: Split | None = None
+    pool_truth: np.ndarray | None = None
+
+    def select(self, modalities: Sequence[str]) -> "TrackData":
+        def sel(s: Split) -> Split:
+            return Split(s.X.select(modalities), s.y, s.v, s.weight)
+
+        return TrackData(sel(self.train), {k: sel(v) for k, v in self.tests.items()},
+                         {k: sel(v) for k, v in self.views.items()}, {k: sel(v) for k, v in self.probes.items()},
+                         sel(self.pool) if self.pool is not None else None, self.pool_truth)
+
+
 class Strategy:
     name = ""
+    augment = None
+    """Optional ``augment(inputs, present, generator) -> (inputs, present)`` for training batches."""
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)
@@ -28,6 +65,28 @@ class Strategy:
     def fit_fold(self, estimator, train, eval_set=None, context: Mapping[str, Any] | None = None):
         """Fit ``estimator`` on one fold. ``train``/``eval_set`` are :class:`mer.training.data.Split`s."""
         return estimator.fit(train, eval_set=eval_set, strategy=self)
+
+    # --- the protocol over a track's data -----------------------------------------------------
+    def required_views(self) -> list[str]:
+        """Corrupted conditions of the training split this strategy trains on (built by the pipeline)."""
+        return []
+
+    needs_pool = False
+    """Whether the strategy needs an unlabelled pool (``track.pool``)."""
+
+    def cross_validate(self, estimator, data: TrackData, *, seeds: Sequence[int], n_folds: int,
+                       progress: bool = True):
+        """The CV protocol on ``data``: a :class:`mer.training.cv.MultiSeedResult` whose test
+        predictions cover ``data.tests`` and ``data.probes``."""
+        from mer.training.cv import run_seeds
+
+        return run_seeds(estimator, data.train, {**data.tests, **data.probes}, seeds=seeds, n_folds=n_folds,
+                         strategy=self, progress=progress, views=data.views)
+
+    def report(self, result, data: TrackData, out_dir: Path, classes: Sequence[str], tracker=None
+               ) -> dict[str, float]:
+        """Write what this strategy adds to a run's outputs; returns metrics to track."""
+        return {}
 
 
 @STRATEGIES.register("supervised")
@@ -55,5 +114,18 @@ class SupervisedStrategy(Strategy):
         return loss
 
 
+def load_strategies() -> Registry[type[Strategy]]:
+    """Import every strategy module under ``mer/tracks/`` (they self-register)."""
+    import importlib
+    import pkgutil
+
+    import mer.tracks as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name != "base" and not mod.name.startswith("_"):
+            importlib.import_module(f"mer.tracks.{mod.name}")
+    return STRATEGIES
+
+
 def build_strategy(name: str, **options: Any) -> Strategy:
-    return STRATEGIES.get(name)(**options)
+    return load_strategies().get(name)(**options)

@@ -58,6 +58,12 @@ class CVResult:
     tests: dict[str, Predictions]
     oof_scores: dict[str, float] = field(default_factory=dict)
     histories: list[list[dict]] = field(default_factory=list)
+    view_oof: dict[str, Predictions] = field(default_factory=dict)
+    view_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    fold_tests: dict[str, list[Predictions]] = field(default_factory=dict)
+    """Per fold model, its own predictions of the test splits named in ``keep_fold_tests``."""
+    fold_val: list[np.ndarray] = field(default_factory=list)
+    """Per fold, the row indices of the training split it held out."""
 
     def fold_mean(self) -> dict[str, float]:
         keys = [k for k in self.folds[0] if k not in {"fold", "best_epoch", "n_train", "n_val"}]
@@ -66,9 +72,11 @@ class CVResult:
 
 def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_folds: int, seed: int,
                    strategy=None, progress: bool = True, context: Mapping[str, Any] | None = None,
-                   on_fold: Callable[[dict], None] | None = None) -> CVResult:
+                   on_fold: Callable[[dict], None] | None = None,
+                   views: Mapping[str, Split] | None = None, keep_fold_tests: Sequence[str] = ()) -> CVResult:
     """Run the protocol once with ``seed``. ``estimator`` is cloned per fold (its seed set to
-    ``seed * 1000 + fold`` so folds differ but everything is repeatable)."""
+    ``seed * 1000 + fold`` so folds differ but everything is repeatable). ``keep_fold_tests``: test
+    splits whose per-fold predictions are kept (``CVResult.fold_tests``) beside the fold ensemble's."""
     from mer.tracks.base import SupervisedStrategy
 
     strategy = strategy or SupervisedStrategy()
@@ -77,6 +85,12 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
     oof_probs = np.full((n, num_classes), np.nan, np.float32)
     oof_val = np.full(n, np.nan, np.float32) if estimator.has_valence else None
     test_preds: dict[str, list[dict]] = {k: [] for k in tests}
+    views = dict(views or {})
+    for c, vs in views.items():
+        if vs.names != train.names:
+            raise ValueError(f"view {c!r} does not hold the training split's rows in its order")
+    view_probs = {c: np.full((n, num_classes), np.nan, np.float32) for c in views}
+    view_val = {c: np.full(n, np.nan, np.float32) for c in views} if estimator.has_valence else {}
     folds, histories = [], []
     splits = stratified_folds(train.y, n_folds, seed)
     bar = tqdm(splits, desc=f"CV seed {seed}", unit="fold", disable=not progress, leave=False)
@@ -96,7 +110,14 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
             on_fold(rec)
         for name, split in tests.items():
             test_preds[name].append(est.predict_outputs(split))
+        for c, vs in views.items():
+            vo = est.predict_outputs(vs.rows(va))
+            view_probs[c][va] = vo["probs"]
+            if c in view_val:
+                view_val[c][va] = vo["valence"]
     oof = Predictions(train.names, oof_probs, oof_val)
+    fold_tests = {name: [Predictions(tests[name].names, o["probs"], o.get("valence")) for o in test_preds[name]]
+                  for name in keep_fold_tests if name in test_preds}
     tests_out = {}
     for name, outs in test_preds.items():
         val = np.mean([o["valence"] for o in outs], axis=0) if estimator.has_valence else None
@@ -104,12 +125,21 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
     labelled = train.y >= 0
     oof_scores = score_predictions(train.y[labelled], oof_probs[labelled], train.v[labelled],
                                    None if oof_val is None else oof_val[labelled])
-    return CVResult(seed, folds, oof, tests_out, oof_scores, histories)
+    view_oof = {c: Predictions(train.names, view_probs[c], view_val.get(c)) for c in views}
+    view_scores = {c: score_predictions(train.y[labelled], p.probs[labelled], train.v[labelled],
+                                        None if p.valence is None else p.valence[labelled])
+                   for c, p in view_oof.items()}
+    return CVResult(seed, folds, oof, tests_out, oof_scores, histories, view_oof, view_scores, fold_tests,
+                    [va for _, va in splits])
 
 
 @dataclass
 class MultiSeedResult:
+    """Every seed's CV. ``extras``: what a strategy adds (self-training's rounds and pseudo-labels,
+    its supervised round-0 result as ``baseline``)."""
+
     runs: list[CVResult]
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seeds(self) -> list[int]:
@@ -122,6 +152,8 @@ class MultiSeedResult:
         for r in self.runs:
             row = {f"cv_{k}": v for k, v in r.fold_mean().items()}
             row.update({f"oof_{k}": v for k, v in r.oof_scores.items()})
+            for c, sc in r.view_scores.items():
+                row.update({f"oof_{c}_{k}": v for k, v in sc.items()})
             per_seed.append(row)
         keys = per_seed[0].keys()
         return {k: {"mean": float(np.mean([p[k] for p in per_seed])),
@@ -136,9 +168,12 @@ class MultiSeedResult:
 
 
 def run_seeds(estimator, train: Split, tests: Mapping[str, Split], *, seeds: Sequence[int], n_folds: int,
-              strategy=None, progress: bool = True, on_fold=None) -> MultiSeedResult:
+              strategy=None, progress: bool = True, on_fold=None, views: Mapping[str, Split] | None = None,
+              context: Mapping[str, Any] | None = None, keep_fold_tests: Sequence[str] = ()) -> MultiSeedResult:
+    """:func:`cross_validate` once per seed; ``context`` reaches the strategy's ``fit_fold``."""
     runs = []
     for seed in seeds:
         runs.append(cross_validate(estimator, train, tests, n_folds=n_folds, seed=seed, strategy=strategy,
-                                   progress=progress, on_fold=on_fold))
+                                   progress=progress, on_fold=on_fold, views=views, context=context,
+                                   keep_fold_tests=keep_fold_tests))
     return MultiSeedResult(runs)

@@ -95,7 +95,8 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
             result = train_loop(self.model_, strategy.loss, train, eval_set, score_fn=score_fn,
                                 epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
                                 batch_size=self.batch_size, grad_clip=self.grad_clip, seed=self.seed,
-                                device=device, scalers=self.scalers_, on_epoch=on_epoch)
+                                device=device, scalers=self.scalers_, on_epoch=on_epoch,
+                                augment=getattr(strategy, "augment", None))
         self.best_epoch_ = result.best_epoch
         self.best_score_ = result.best_score
         self.history_ = result.history

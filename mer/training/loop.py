@@ -14,6 +14,10 @@ from .data import Split
 ScoreFn = Callable[[np.ndarray, np.ndarray | None, Split], float]
 """(probs [N, C], valence [N] or None, split) -> metric, higher is better."""
 
+AugmentFn = Callable[[dict, dict, torch.Generator], tuple[dict, dict]]
+"""(inputs {m: [B, D_m]}, present {m: [B]}, generator) -> augmented (inputs, present), training
+batches only (modality dropout, feature noise); must not change its arguments in place."""
+
 
 @dataclass
 class LoopResult:
@@ -64,12 +68,16 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, train: Split, val: Spl
                score_fn: ScoreFn | None, epochs: int, lr: float, weight_decay: float, batch_size: int,
                grad_clip: float | None, seed: int, device: str,
                scalers: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-               on_epoch: Callable[[dict], None] | None = None) -> LoopResult:
+               on_epoch: Callable[[dict], None] | None = None,
+               augment: AugmentFn | None = None) -> LoopResult:
     """Adam, shuffled mini-batches from a seeded generator, best epoch by ``score_fn`` on ``val``
-    (the last epoch when there is no ``val``). Leaves ``model`` holding the best epoch's weights."""
+    (the last epoch when there is no ``val``). Leaves ``model`` holding the best epoch's weights.
+    ``augment`` (the strategy's) transforms each training batch's inputs, with its own seeded
+    generator so batches and initialisation stay what they are without it."""
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 7919) if augment is not None else None
     tr_inputs, tr_present, tr_batch = to_tensors(train, device, scalers)
     labelled = torch.nonzero(tr_batch["y"] >= 0).squeeze(1).cpu()
     if len(labelled) == 0:
@@ -86,7 +94,10 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, train: Split, val: Spl
             idx = order[i:i + batch_size].to(device)
             if len(idx) < 2 and len(order) > 1:
                 continue  # a batch of one breaks nothing here but adds noise; skip it
-            outputs = model(_take(tr_inputs, idx), _take(tr_present, idx))
+            inputs, present = _take(tr_inputs, idx), _take(tr_present, idx)
+            if augment is not None:
+                inputs, present = augment(inputs, present, aug_gen)
+            outputs = model(inputs, present)
             loss = loss_fn(outputs, _take(tr_batch, idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
