@@ -1,0 +1,114 @@
+"""Offline grouper, official groupings, the LLM grouper against a real local HTTP server."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from mer.ov.agreement import grouper_agreement
+from mer.ov.groupers import GROUPERS, LLMGrouper, OfflineGrouper, OfficialCacheGrouper, build_grouper
+from mer.ov.io import read_openset_csv
+from mer.ov.lexicon import lemmatize
+from mer.ov.metric import mer2024_ov_score
+from mer.registry import UnknownNameError
+from tests.conftest import shared_data
+
+
+def test_registry_lists_groupers():
+    assert {"official_cache", "offline", "exact", "llm"} <= set(GROUPERS.names())
+    with pytest.raises(UnknownNameError, match="offline"):
+        build_grouper("ofline")
+
+
+def test_rule_lemmatiser():
+    assert lemmatize("gloominess") == "gloomy"
+    assert lemmatize("cheerfulness") == "cheerful"
+    assert lemmatize("Worried ") == "worried"
+    assert lemmatize("anger") == "angry"
+    assert lemmatize("frustrations") == "frustration"
+    assert lemmatize("serious") == "serious"
+
+
+def test_offline_grouper_without_assets_groups_synonyms_and_keeps_others_apart():
+    g = OfflineGrouper()
+    groups = g.group("s", ["joyful", "happiness", "sadness"], ["happy", "sorrow", "xylophone"])
+    as_sets = [set(x) for x in groups]
+    assert {"joyful", "happiness", "happy"} in as_sets
+    assert {"sadness", "sorrow"} in as_sets
+    assert {"xylophone"} in as_sets
+    fine = OfflineGrouper(granularity="fine")
+    assert fine.key("positive") != fine.key("happy")
+    assert g.key("positive") == g.key("happy")          # broad families merge them
+
+
+def test_offline_grouper_agrees_with_official_groupings_better_than_exact():
+    root = shared_data("mer2024-ov")
+    gold = read_openset_csv(root / "check-openset.csv")
+    pred = read_openset_csv(root / "predict-openset.csv")
+    official = OfficialCacheGrouper(root / "openset-synonym.zip")
+    offline = OfflineGrouper(wheel_dir=shared_data("emotion-wheel"))
+    a = grouper_agreement(gold, pred, offline, official)
+    e = grouper_agreement(gold, pred, build_grouper("exact"), official)
+    assert a.n_samples == 332
+    assert a.pair_accuracy > e.pair_accuracy + 0.08
+    assert a.together_f1 > 0.55
+    assert abs(a.score_candidate - a.score_reference) < 0.1
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    calls: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
+        prompt = body["messages"][-1]["content"]
+        answer = "Output: [['happy', 'joyful'], ['sad']]" if "'sad'" in prompt else "not a list"
+        payload = {"choices": [{"message": {"role": "assistant", "content": answer}}]}
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    _ChatHandler.calls = []
+    server = HTTPServer(("127.0.0.1", 0), _ChatHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_llm_grouper_calls_the_endpoint_once_per_sample_and_caches(chat_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MER_TEST_KEY", "secret-1")
+    cache = tmp_path / "groups.jsonl"
+    g = LLMGrouper(chat_server, "tiny-model", cache, api_key_env="MER_TEST_KEY")
+    gold = {"s1": ["happy", "sad"], "s2": ["angry"]}
+    pred = {"s1": ["joyful"], "s2": ["mad"]}
+    s = mer2024_ov_score(gold, pred, g)
+    assert s.grouper == "llm"
+    assert s.per_sample[0].accuracy == 1.0 and s.per_sample[0].recall == 0.5
+    assert s.per_sample[1].accuracy == 0.0          # unparsable answer: one group per word
+    assert g.n_calls == 2 and g.n_unparsed == 1
+    call = _ChatHandler.calls[0]
+    assert call["body"]["temperature"] == 0 and call["body"]["model"] == "tiny-model"
+    assert call["auth"] == "Bearer secret-1"
+    # a new grouper on the same cache file answers from it without calling the server
+    g2 = LLMGrouper(chat_server, "tiny-model", cache, api_key_env="MER_TEST_KEY")
+    assert mer2024_ov_score(gold, pred, g2).score == s.score
+    assert g2.n_calls == 0 and len(_ChatHandler.calls) == 2
+    assert len(cache.read_text().splitlines()) == 2
+
+
+def test_llm_grouper_reports_an_unreachable_endpoint(tmp_path):
+    g = LLMGrouper("http://127.0.0.1:9/v1", "m", tmp_path / "c.jsonl", timeout_s=2)
+    g.client.retries = 0
+    with pytest.raises(RuntimeError, match="cannot reach"):
+        g.group("s", ["happy"], ["sad"])
