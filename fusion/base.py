@@ -3,6 +3,13 @@
 A fusion model is a plain ``nn.Module`` built from known per-modality input dims and a label spec:
 ``forward(inputs, present) -> dict`` with ``inputs[m]: [B, D_m]`` float, ``present[m]: [B]`` bool,
 returning at least ``logits: [B, C]`` and, when the label spec has valence, ``valence: [B]``.
+
+Frame-level models (class attribute ``input_level = "frame"``) get sequences instead:
+``inputs[m]: [B, T_m, D_m]`` zero-padded and ``present[m]: [B, T_m]`` bool, True on real steps (a
+sample without the modality has none); what sits in a padded step must never change an output.
+The estimator hands each model the level it declares: frame-level features are mean-pooled over
+their real steps for an utterance-level model, utterance-level features are one-step sequences
+for a frame-level model.
 A modality whose row is absent (no face, empty transcript, failed decode) is *masked*: the model
 must never read its zero-filled row as if it were a real feature.
 The estimator owns optimisation, the strategy owns the loss, the loop owns batches.
@@ -20,6 +27,9 @@ FUSION: Registry[type["FusionModel"]] = Registry("fusion model")
 
 
 class FusionModel(nn.Module):
+    input_level = "utterance"
+    """``utterance``: ``[B, D_m]`` inputs; ``frame``: ``[B, T_m, D_m]`` with step masks."""
+
     def __init__(self, input_dims: Mapping[str, int], num_classes: int, has_valence: bool) -> None:
         super().__init__()
         if not input_dims:

@@ -106,22 +106,30 @@ def _load_streams(streams, samples, names: list[str], cfg: DictConfig, device: s
         stream, entry, name = s.stream, s.entry, s.extractor.name
         t0 = time.perf_counter()
         report = fill_stream(s, samples, device=device, progress=bool(cfg.progress), opts=opts)
-        X, present = entry.load_matrix(names)
+        if entry.level == "frame":
+            from mer.data.sequences import load_frame_features
+
+            feats = load_frame_features(entry, names, max_steps=(cfg.get("sequence") or {}).get("max_steps"))
+            X, present = feats.X, feats.present
+        else:
+            X, present = entry.load_matrix(names)
+            feats = ModalityFeatures(X, present)
         fails = entry.failures()
         for n in names:
             if n in fails:
                 f = fails[n]
                 failures.append({"stream": stream, "modality": s.modality, "extractor": name, "name": n,
                                  "condition": condition, "reason": f.reason, "message": f.message})
-        mods[stream] = ModalityFeatures(X, present, source=entry.path.name)
+        mods[stream] = ModalityFeatures(X, present, source=entry.path.name, lengths=feats.lengths)
         extracted, cached = report.extracted, report.cached
         info[stream] = {"extractor": name, "modality": s.modality, "cache_key": entry.key,
-                        "entry": str(entry.path), "condition": entry.path.parent.name, "dim": int(X.shape[1]),
+                        "entry": str(entry.path), "condition": entry.path.parent.name, "dim": int(X.shape[-1]),
+                        "level": entry.level,
                         "present": int(present.sum()), "total": len(names), "extracted_now": extracted,
                         "from_cache": cached, "seconds": round(time.perf_counter() - t0, 2)}
         absent = len(names) - int(present.sum())
         log.info("%s [%s]: %s, dim %d, %d/%d samples (%d extracted now, %d from cache)%s", stream, condition, name,
-                 X.shape[1], present.sum(), len(names), extracted, cached,
+                 X.shape[-1], present.sum(), len(names), extracted, cached,
                  f"; {absent} without a feature are masked (see failures.jsonl)" if absent else "")
     return mods, info, failures
 
@@ -137,7 +145,10 @@ def feature_set(cfg: DictConfig, manifest: Manifest, device: str, condition: str
     if not mods:
         raise SystemExit("no modality has features: check features/text, features/audio, features/visual "
                          "and that the dataset has the inputs they need")
-    return FeatureSet(FeatureBundle(names, mods), info, failures, streams, dataset_id)
+    from mer.data.sequences import sequence_settings
+
+    return FeatureSet(sequence_settings(cfg.get("sequence")).apply(FeatureBundle(names, mods)), info, failures,
+                      streams, dataset_id)
 
 
 def build_features(cfg: DictConfig, manifest: Manifest, device: str, condition: str = "clean"
@@ -192,11 +203,13 @@ def condition_features(cfg: DictConfig, manifest: Manifest, clean: FeatureSet, c
     for s in clean.streams:
         if s.stream in reused:
             f = clean_rows.modalities[s.stream]
-            mods[s.stream] = ModalityFeatures(f.X, f.present, source=s.entry.path.name)
+            mods[s.stream] = ModalityFeatures(f.X, f.present, source=s.entry.path.name, lengths=f.lengths)
     for n, err in copy.failed.items():
         failures.append({"stream": "*", "modality": "*", "extractor": "corrupt", "name": n, "condition": tag,
                          "reason": "corruption_failed", "message": err})
-    return FeatureBundle(list(names), {m: mods[m] for m in clean.bundle.modalities}), \
+    from mer.data.sequences import sequence_settings
+
+    return sequence_settings(cfg.get("sequence")).apply(FeatureBundle(list(names), {m: mods[m] for m in clean.bundle.modalities})), \
         {f"{k}@{tag}": v for k, v in info.items()}, failures
 
 
@@ -445,6 +458,9 @@ def write_predictions(out: Path, manifest: Manifest, train: Split, oof: Predicti
 # --- the run --------------------------------------------------------------------------------
 def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
     """Walk the whole way for one config. Tests call this directly; ``python -m mer.run`` wraps it."""
+    if cfg.track.get("runner"):   # a track with its own protocol (mer/tracks/ov.py, pll.py)
+        from mer.tracks.base import get_runner
+        return get_runner(str(cfg.track.runner))(cfg, out_dir)
     from mer.evaluation.reports import results_table
 
     t_start = time.perf_counter()

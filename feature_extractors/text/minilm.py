@@ -8,6 +8,12 @@ the same vectors without sentence-transformers at run time. Output: float32 ``[3
 
 ``model_path`` opens the same door to any local HF encoder folder (``[hidden_size]`` output);
 ``weights_digest()`` hashes that folder, so swapping weights changes the cache key.
+
+``level: frame`` keeps the tokens: float32 ``[T, hidden_size]``, the last hidden state of every
+real token ([CLS] and [SEP] included, padding excluded, no normalisation), so the mean over its
+rows is exactly the utterance embedding before L2 normalisation; sequence fusion models read
+these, mean pooling is the utterance-level baseline on the very same numbers. The level is part
+of the cache key (a separate entry); the utterance entry's key is what it always was.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from feature_extractors.text._torch_text import autocast_settings, set_torch_thr
 from mer.data.manifest import Sample
 
 _POOLINGS = ("mean", "cls")
+_LEVELS = ("utterance", "frame")
 
 
 def default_model_path() -> Path:
@@ -56,9 +63,13 @@ class MiniLM(Extractor):
         pooling: str = "mean"            # "mean" (attention-mask mean) | "cls"
         batch_size: int = 64
         num_threads: int | None = None   # torch CPU threads (process-wide); None: torch's default
+        level: str = "utterance"         # utterance -> [H] pooled; frame -> [T, H] token states
 
     def __init__(self, config: "MiniLM.Config | None" = None, **overrides) -> None:
         super().__init__(config, **overrides)
+        if self.config.level not in _LEVELS:
+            raise ValueError(f"minilm level must be one of {_LEVELS}, got {self.config.level!r}")
+        self.level = self.config.level
         if self.config.pooling not in _POOLINGS:
             raise ValueError(f"minilm pooling must be one of {_POOLINGS}, got {self.config.pooling!r}")
         if self.config.max_length < 2:
@@ -77,6 +88,13 @@ class MiniLM(Extractor):
             raise FileNotFoundError(f"minilm model_path {path} is not a folder; it must be a local "
                                     f"Hugging Face model folder (config.json, tokenizer, weights)")
         return path
+
+    def config_dict(self) -> dict:
+        # The level is in the identity already (``identity()['level']``); leaving it out of the
+        # config keeps the key of every utterance-level entry made before the option existed.
+        out = super().config_dict()
+        out.pop("level", None)
+        return out
 
     def weights_digest(self) -> str:
         """Digest of the model folder (weights, config, tokenizer); never loads the model."""
@@ -113,20 +131,21 @@ class MiniLM(Extractor):
         return transcript_or_failure(sample, self.config.language)
 
     def forward(self, samples: Sequence[Sample], inputs: Sequence[str]) -> list[np.ndarray | ExtractionFailure]:
-        """One ``[hidden_size]`` float32 vector per transcript, in order."""
+        """One ``[hidden_size]`` float32 vector (``[T, hidden_size]`` at frame level) per transcript."""
+        if self.level == "frame":
+            return self.embed_tokens(inputs)
         return list(self.embed(inputs))
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Float32 ``[len(texts), hidden_size]`` embeddings of non-empty strings, in order."""
+    def _hidden_batches(self, texts: Sequence[str]):
+        """Yield ``(indices, hidden [B, L, H] float32, attention_mask [B, L])`` over ``texts`` in
+        length-sorted mini-batches (each batch pads to similar lengths: less wasted compute)."""
         import torch
 
         if not self._ready:
             self.setup(self.device)
-        # Sorting by length makes each mini-batch pad to similar lengths (less wasted compute).
         lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True,
                                                       max_length=self.config.max_length)["input_ids"]]
         order = np.argsort(lengths, kind="stable")
-        result = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
         bs = max(1, self.config.batch_size)
         device_type, use_autocast, amp_dtype = autocast_settings(self.device)
         with torch.inference_mode():
@@ -137,10 +156,27 @@ class MiniLM(Extractor):
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 with torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=use_autocast):
                     hidden = self.model(**enc).last_hidden_state                    # [B, L, H]
-                pooled = self._pool(hidden.float(), enc["attention_mask"])           # [B, H]
-                if self.config.normalize:
-                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                result[idx] = pooled.cpu().numpy()
+                yield idx, hidden.float(), enc["attention_mask"]
+
+    def embed_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Float32 ``[T_i, hidden_size]`` last hidden states of each text's real tokens."""
+        out: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(texts)
+        for idx, hidden, mask in self._hidden_batches(texts):
+            keep = mask.bool()
+            for row, i in enumerate(idx):
+                out[int(i)] = hidden[row][keep[row]].cpu().numpy().astype(np.float32)
+        return out
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Float32 ``[len(texts), hidden_size]`` embeddings of non-empty strings, in order."""
+        import torch
+
+        result = np.empty((len(texts), self.dim), dtype=np.float32)
+        for idx, hidden, mask in self._hidden_batches(texts):
+            pooled = self._pool(hidden, mask)                                          # [B, H]
+            if self.config.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            result[idx] = pooled.cpu().numpy()
         return result
 
     def _pool(self, hidden, attention_mask):

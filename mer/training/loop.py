@@ -9,6 +9,8 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
+from mer.data.sequences import step_mask
+
 from .data import Split
 
 ScoreFn = Callable[[np.ndarray, np.ndarray | None, Split], float]
@@ -27,10 +29,20 @@ class LoopResult:
 
 
 def to_tensors(split: Split, device: str, scalers: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None):
-    """Features as tensors on ``device``, standardised with the training fold's statistics."""
+    """Features as tensors on ``device``, standardised with the training fold's statistics.
+    A frame-level modality gives ``[N, T, D]`` and its step mask ``[N, T]`` as ``present``."""
     inputs, present = {}, {}
     for m, f in split.X.modalities.items():
         X = f.X
+        if f.is_sequence:
+            mask = step_mask(f.lengths, X.shape[1])
+            if scalers is not None and m in scalers:
+                mu, sd = scalers[m]
+                X = (X - mu) / sd
+            X = np.where(mask[..., None], X, np.float32(0.0))       # padding stays exactly zero
+            inputs[m] = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=device)
+            present[m] = torch.as_tensor(mask, device=device)
+            continue
         if scalers is not None and m in scalers:
             mu, sd = scalers[m]
             X = (X - mu) / sd
