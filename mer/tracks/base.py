@@ -21,6 +21,9 @@ from mer.registry import Registry
 from mer.training.data import Split
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("track strategy")
+RUNNERS: Registry[Any] = Registry("track runner")
+"""Tracks with a protocol of their own (open vocabulary, partial labels): ``runner(cfg, out_dir) ->
+RunResult``, named by ``runner:`` in the track config; ``mer.pipeline.run`` hands such a config over."""
 
 
 @dataclass
@@ -129,3 +132,9 @@ def load_strategies() -> Registry[type[Strategy]]:
 
 def build_strategy(name: str, **options: Any) -> Strategy:
     return load_strategies().get(name)(**options)
+
+
+def get_runner(name: str):
+    """The registered track runner ``name`` (``runner:`` in a track config)."""
+    load_strategies()
+    return RUNNERS.get(name)

@@ -1,0 +1,361 @@
+"""MER-OV track runner (``track=ov``): open-vocabulary emotion words, cross-validated and submitted.
+
+The labelled OV set is the ground truth ``track.gold`` (a ``name,openset`` file whose names are
+samples of the dataset, e.g. MER2024's ``check-openset.csv``: 332 MER2023 training samples). On
+the demo corpus, which has no OV labels, :func:`demo_ov_gold` derives them from the generator's
+own record of each clip (``demo-cues.csv``, see below).
+
+Protocol: seeded K folds (``train.n_folds``, one split per seed of ``train.seeds``) over the
+labelled OV samples; every predictor is fitted on the training folds only and predicts the held-out
+fold, so every score is out-of-fold:
+
+``probabilities``  a 6-class logistic regression on the run's features (:class:`FlatFeatures`),
+                   trained on every labelled training clip *except* the held-out fold, its class
+                   probabilities mapped to words (``ProbabilityVocabularyPredictor``);
+``multilabel``     one-vs-rest logistic regression over the training folds' OV vocabulary
+                   (``MultiLabelOVPredictor``; ``k``/threshold by inner CV under the headline
+                   grouper);
+``embedding``      zero-shot similarity between the transcript and the training folds' words
+                   (``EmbeddingSimilarityPredictor``, all-MiniLM-L6-v2; the run's MiniLM text
+                   features are reused when the text stream is ``minilm``).
+
+Scores are the MER2024 OV metric (set accuracy, recall, their mean) under every configured
+grouper (``track.grouper`` is the headline; ``track.also_score`` adds others), and every score
+names its grouper. ``official_cache`` is used only where the official groupings cover every
+labelled sample; since they were made for the words of the ground truth and the example prediction,
+words a predictor adds may be absent from them (they then match only themselves): the share of
+predicted words the cached groups hold is reported as ``coverage``. A reference prediction
+(``track.reference``; auto: ``predict-openset.csv`` beside the gold file) is scored beside them.
+
+Submission: the predictor chosen by ``track.submit`` (``auto``: best CV score under the headline
+grouper), refitted on all labelled OV samples, predicts the test splits; one validated
+``name,openset`` file per split under ``submissions/``.
+
+Demo ground truth (:func:`demo_ov_gold`): the generator records, per clip, its class, its
+emotional intensity and the class each modality shows (face, voice, text cues). A clip's OV words
+are (1) a word of its own class at its intensity (three strength tiers per class, e.g. annoyed /
+angry / furious; within a tier the word is drawn with a generator seeded by the corpus seed and
+the clip name) and (2) the plain word of every other non-neutral emotion one of its modalities
+shows (a viewer would name a visible surprised face on a worried clip). Deterministic per
+(corpus seed, clip), and graded so that the exact grouper and a synonym grouper disagree, as on
+real data.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mer.tracks._common import FlatFeatures, finish, mean_std, safe_name, track_run
+from mer.tracks.base import RUNNERS
+
+log = logging.getLogger("mer")
+
+PREDICTORS = ("probabilities", "multilabel", "embedding")
+
+DEMO_TIERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "neutral": (("calm", "relaxed", "peaceful"),),
+    "angry": (("annoyed", "irritated"), ("angry",), ("furious", "enraged")),
+    "happy": (("pleased", "glad"), ("happy", "cheerful"), ("delighted", "joyful")),
+    "sad": (("down",), ("sad", "sorrowful"), ("heartbroken",)),
+    "worried": (("uneasy", "concerned"), ("worried", "nervous"), ("anxious",)),
+    "surprise": (("surprised",), ("surprised", "amazed"), ("astonished", "shocked")),
+}
+"""Demo OV words per class, weakest tier first (tier by intensity: < 0.55, < 0.8, else)."""
+DEMO_PLAIN = {"neutral": "calm", "angry": "angry", "happy": "happy", "sad": "sad", "worried": "worried",
+              "surprise": "surprised"}
+
+
+def demo_ov_gold(cues_csv: str | Path, seed: int, names: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Open-vocabulary words for demo clips from the generator's ``demo-cues.csv`` (module docstring)."""
+    out: dict[str, list[str]] = {}
+    keep = None if names is None else set(names)
+    with open(cues_csv, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            name, cls = row["name"], row["discrete"]
+            if keep is not None and name not in keep:
+                continue
+            tiers = DEMO_TIERS[cls]
+            level = float(row["intensity"])
+            tier = tiers[min(len(tiers) - 1, 0 if level < 0.55 else 1 if level < 0.8 else 2)]
+            digest = hashlib.sha1(f"{seed}:{name}".encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+            words = [tier[int(rng.integers(len(tier)))]]
+            for cue in (row["face_cue"], row["voice_cue"], row["text_cue"]):
+                if cue not in ("neutral", cls) and DEMO_PLAIN[cue] not in words:
+                    words.append(DEMO_PLAIN[cue])
+            out[name] = words
+    return out
+
+
+def load_ov_gold(ctx) -> tuple[dict[str, list[str]], str]:
+    """The labelled OV set ``name -> words`` and where it came from."""
+    from mer.ov.io import read_openset_csv, write_openset_csv
+
+    cfg, manifest = ctx.cfg, ctx.manifest
+    gold_path = cfg.track.get("gold")
+    if gold_path:
+        path = Path(str(gold_path)).expanduser()
+        if not path.is_file():
+            raise SystemExit(f"track.gold={path} is not a file (a name,openset ground truth)")
+        gold = read_openset_csv(path)
+        known = set(manifest.names())
+        unknown = [n for n in gold if n not in known]
+        if unknown:
+            raise SystemExit(f"{len(unknown)} of {len(gold)} names in {path} are not {manifest.dataset} samples "
+                             f"(e.g. {unknown[:3]}); is data.root the right dataset?")
+        return gold, str(path)
+    cues = Path(str(manifest.root or "")) / "demo-cues.csv"
+    if cfg.data.name == "demo" and cues.is_file():
+        names = [s.name for s in ctx.train_samples()]
+        gold = demo_ov_gold(cues, int(cfg.data.demo.seed), names)
+        write_openset_csv(gold, ctx.out / "ov_gold.csv", names)
+        return gold, f"derived from {cues} (demo cues; written to ov_gold.csv)"
+    raise SystemExit(f"track=ov needs open-vocabulary labels: track.gold=/path/to/check-openset.csv "
+                     f"(name,openset; names of {manifest.dataset} samples). Only the demo corpus derives its own.")
+
+
+def _resolve(option: Any, default: Path | None) -> Path | None:
+    if option in (None, "", "none", False):
+        return None
+    if option == "auto":
+        return default if default is not None and default.exists() else None
+    return Path(str(option)).expanduser()
+
+
+def build_groupers(cfg, gold_path: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """``{name: grouper}`` for the headline and extra groupers; ``{name: why skipped}``."""
+    from mer.ov.groupers import build_grouper
+
+    t = cfg.track
+    folder = Path(gold_path).parent if gold_path and Path(gold_path).is_file() else None
+    names = [str(t.grouper)] + [str(g) for g in (t.get("also_score") or []) if str(g) != str(t.grouper)]
+    out, skipped = {}, {}
+    opts = t.get("grouper_options") or {}
+    for name in names:
+        if name == "offline":
+            wheel = _resolve(t.get("wheel_dir", "auto"), folder.parent / "emotion-wheel" if folder else None)
+            out[name] = build_grouper("offline", wheel_dir=wheel)
+        elif name == "official_cache":
+            path = _resolve(t.get("official_groupings", "auto"), folder / "openset-synonym.zip" if folder else None)
+            if path is None or not path.exists():
+                skipped[name] = "no official groupings (track.official_groupings)"
+                continue
+            out[name] = build_grouper("official_cache", path=path)
+        elif name == "llm":
+            out[name] = build_grouper("llm", **dict(opts.get("llm") or {}))
+        else:
+            out[name] = build_grouper(name, **dict(opts.get(name) or {}))
+    return out, skipped
+
+
+def _coverage(grouper, gold: Mapping[str, list[str]], pred: Mapping[str, list[str]]) -> float:
+    """Share of predicted words that the official cached groups of their sample hold."""
+    from mer.ov.groupers import parse_groups
+
+    texts = grouper._load()
+    hit = tot = 0
+    for n in gold:
+        words = {w.strip().lower() for g in parse_groups(texts.get(n, "")) for w in g}
+        for w in pred.get(n, []):
+            tot += 1
+            hit += w.strip().lower() in words
+    return hit / tot if tot else float("nan")
+
+
+def score_all(gold, pred, groupers: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{grouper: {accuracy, recall, score, n_samples[, coverage]}}``; a grouper that cannot
+    score these samples (official groupings without them) is left out."""
+    from mer.ov.metric import mer2024_ov_score
+
+    out = {}
+    for gname, g in groupers.items():
+        if gname == "official_cache" and not set(gold) <= set(g.samples()):
+            continue
+        r = mer2024_ov_score(gold, pred, g)
+        out[gname] = {"accuracy": r.accuracy, "recall": r.recall, "score": r.score, "n_samples": r.n_samples}
+        if gname == "official_cache":
+            out[gname]["coverage"] = _coverage(g, gold, pred)
+    return out
+
+
+class _OVModels:
+    """The configured predictors, fitted on one set of labelled OV samples."""
+
+    def __init__(self, ctx, X: np.ndarray, row: Mapping[str, int], texts: Mapping[str, str],
+                 text_vectors: np.ndarray | None, key, headline, seed: int) -> None:
+        self.ctx, self.X, self.row, self.texts, self.tv = ctx, X, row, texts, text_vectors
+        self.key, self.headline, self.seed = key, headline, seed
+        t = ctx.cfg.track
+        self.opts = {p: dict((t.get("predictor_options") or {}).get(p) or {}) for p in PREDICTORS}
+        self.classes = list(ctx.manifest.label_spec.classes)
+        self.train_rows = [(s.name, self.classes.index(s.discrete)) for s in ctx.train_samples()]
+        self._encoder = None
+
+    def fit_predict(self, predictor: str, gold: Mapping[str, list[str]], fit_names: Sequence[str],
+                    pred_names: Sequence[str]) -> dict[str, list[str]]:
+        X, row = self.X, self.row
+        Xp = X[[row[n] for n in pred_names]]
+        o = self.opts[predictor]
+        if predictor == "probabilities":
+            from sklearn.linear_model import LogisticRegression
+            from mer.ov.predictors import ProbabilityVocabularyPredictor
+
+            held = set(pred_names)
+            rows = [(row[n], y) for n, y in self.train_rows if n not in held]
+            clf = LogisticRegression(C=float(o.get("C", 1.0)), max_iter=2000)
+            clf.fit(X[[r for r, _ in rows]], [y for _, y in rows])
+            probs = np.zeros((len(pred_names), len(self.classes)))
+            probs[:, clf.classes_] = clf.predict_proba(Xp)
+            return ProbabilityVocabularyPredictor(self.classes, o.get("class_words"),
+                                                  min_prob=float(o.get("min_prob", 0.3)),
+                                                  max_classes=int(o.get("max_classes", 2))).predict(probs, pred_names)
+        words = [gold[n] for n in fit_names]
+        if predictor == "multilabel":
+            from mer.ov.predictors import MultiLabelOVPredictor
+
+            m = MultiLabelOVPredictor(key=self.key, min_count=int(o.get("min_count", 3)),
+                                      C=float(o.get("C", 1.0)), seed=self.seed)
+            m.select(X[[row[n] for n in fit_names]], words, list(fit_names), self.headline,
+                     n_splits=int(o.get("inner_folds", 3)))
+            return m.predict(Xp, list(pred_names))
+        if predictor == "embedding":
+            from mer.ov.predictors import EmbeddingSimilarityPredictor, load_text_encoder
+
+            min_count = int(o.get("min_count", 2))
+            counts = Counter(w.lower() for ws in words for w in dict.fromkeys(ws))
+            vocab = sorted(w for w, c in counts.items() if c >= min_count) or sorted(counts)
+            if self._encoder is None:
+                self._encoder = load_text_encoder()
+            emb = EmbeddingSimilarityPredictor(vocab, k=int(o.get("k", 2)), encoder=self._encoder)
+            tv = None if self.tv is None else self.tv[[row[n] for n in pred_names]]
+            return emb.predict_texts([self.texts[n] for n in pred_names], list(pred_names), tv)
+        raise SystemExit(f"unknown OV predictor {predictor!r}; known: {', '.join(PREDICTORS)}")
+
+
+@RUNNERS.register("open_vocabulary")
+def run_ov(cfg, out_dir=None):
+    """``track=ov`` end to end (module docstring)."""
+    from sklearn.model_selection import KFold
+
+    from mer.ov.groupers import OfflineGrouper
+    from mer.ov.io import read_openset_csv, validate_openset_file, write_openset_csv
+
+    with track_run(cfg, out_dir) as ctx:
+        t = cfg.track
+        manifest, bundle, out = ctx.manifest, ctx.bundle, ctx.out
+        gold, source = load_ov_gold(ctx)
+        log.info("OV ground truth: %d samples, %s", len(gold), source)
+        groupers, skipped = build_groupers(cfg, str(t.gold) if t.get("gold") else None)
+        headline_name = str(t.grouper)
+        headline = groupers[headline_name]
+        key = headline.key if hasattr(headline, "key") else OfflineGrouper().key
+        flat = FlatFeatures().fit(bundle.take([s.name for s in ctx.train_samples()]))
+        X = flat.transform(bundle)
+        row = {n: i for i, n in enumerate(bundle.names)}
+        lang = str(cfg.data.get("language", "english"))
+        texts = {s.name: (s.text(lang) or "") for s in manifest.samples}
+        tv = None
+        for stream, info in ctx.features.info.items():
+            if info["extractor"] == "minilm":
+                tv = np.asarray(bundle.modalities[stream].X, dtype=np.float32)
+        predictors = [str(p) for p in t.predictors]
+        unknown = [p for p in predictors if p not in PREDICTORS]
+        if unknown:
+            raise SystemExit(f"track.predictors names {unknown}; known: {', '.join(PREDICTORS)}")
+        seeds = [int(s) for s in cfg.train.seeds]
+        n_folds = int(cfg.train.n_folds)
+        ov_names = list(gold)
+        if len(ov_names) < 2 * n_folds:
+            raise SystemExit(f"{len(ov_names)} labelled OV samples are too few for {n_folds} folds")
+
+        score_rows: list[dict[str, Any]] = []
+        per_sample: list[pd.DataFrame] = []
+        dropped: dict[str, str] = {}
+        for seed in seeds:
+            models = _OVModels(ctx, X, row, texts, tv, key, headline, seed)
+            oof: dict[str, dict[str, list[str]]] = {p: {} for p in predictors}
+            folds = list(KFold(n_folds, shuffle=True, random_state=seed).split(ov_names))
+            for p in predictors:
+                if p in dropped:
+                    continue
+                try:
+                    for tr, va in folds:
+                        oof[p].update(models.fit_predict(p, gold, [ov_names[i] for i in tr],
+                                                         [ov_names[i] for i in va]))
+                except ValueError as err:      # e.g. too few repeated words for a vocabulary
+                    log.warning("OV predictor %s skipped: %s", p, err)
+                    dropped[p] = str(err)
+                    oof.pop(p)
+            frame = pd.DataFrame({"name": ov_names, "seed": seed, "gold": [repr(gold[n]) for n in ov_names]})
+            for p, pred in oof.items():
+                frame[p] = [repr(pred[n]) for n in ov_names]
+                for gname, sc in score_all(gold, pred, groupers).items():
+                    score_rows.append({"seed": seed, "predictor": p, "grouper": gname, **sc})
+            per_sample.append(frame)
+        predictors = [p for p in predictors if p not in dropped]
+        if not predictors:
+            raise SystemExit(f"no OV predictor could be fitted: {dropped}")
+        ref_path = _resolve(t.get("reference", "auto"),
+                            Path(str(t.gold)).parent / "predict-openset.csv" if t.get("gold") else None)
+        if ref_path is not None:
+            ref = read_openset_csv(ref_path)
+            if set(gold) <= set(ref):
+                for gname, sc in score_all(gold, ref, groupers).items():
+                    score_rows.append({"seed": None, "predictor": "reference", "grouper": gname, **sc})
+            else:
+                log.warning("reference %s does not cover the labelled OV samples; not scored", ref_path)
+
+        scores = pd.DataFrame(score_rows)
+        scores["seed"] = scores["seed"].astype("Int64")        # blank for the reference prediction
+        scores.insert(3, "grouper_description", [groupers[g].describe() for g in scores.grouper])
+        scores.to_csv(out / "ov_scores.csv", index=False)
+        (out / "predictions").mkdir(exist_ok=True)
+        pd.concat(per_sample).to_csv(out / "predictions" / "ov-oof.csv", index=False)
+
+        rows, metrics = [], {}
+        for (p, gname), grp in scores.groupby(["predictor", "grouper"], sort=False):
+            r = {"predictor": p, "grouper": gname, "n": int(grp.n_samples.iloc[0])}
+            for k in ("accuracy", "recall", "score"):
+                m, s = mean_std(grp[k].tolist())
+                r[k] = f"{m:.4f}" + (f" ± {s:.4f}" if len(grp) > 1 else "")
+                metrics[f"ov_{safe_name(p)}_{gname}_{k}"] = m
+            if "coverage" in grp and grp.coverage.notna().any():
+                r["coverage"] = f"{grp.coverage.mean():.3f}"
+                metrics[f"ov_{safe_name(p)}_{gname}_coverage"] = float(grp.coverage.mean())
+            rows.append(r)
+
+        submit = str(t.get("submit", "auto"))
+        if submit == "auto":
+            submit = max(predictors, key=lambda p: metrics.get(f"ov_{p}_{headline_name}_score", -1.0))
+        elif submit not in predictors:
+            raise SystemExit(f"track.submit={submit} is not one of the run's predictors {predictors}")
+        metrics[f"ov_score_{headline_name}"] = metrics[f"ov_{submit}_{headline_name}_score"]
+
+        subs: dict[str, Path] = {}
+        splits = manifest.test_splits if t.get("submit_splits", "all") == "all" else list(t.submit_splits)
+        test_names = {sp: [s.name for s in manifest.split(sp)] for sp in splits}
+        wanted = [n for sp in splits for n in test_names[sp]]
+        if wanted:
+            models = _OVModels(ctx, X, row, texts, tv, key, headline, seeds[0])
+            final = models.fit_predict(submit, gold, ov_names, wanted)
+            for sp in splits:
+                path = write_openset_csv({n: final[n] for n in test_names[sp]},
+                                         out / "submissions" / f"ov-{sp}.csv", test_names[sp])
+                problems = validate_openset_file(path, test_names[sp])
+                if problems:
+                    raise RuntimeError(f"OV submission {path} failed validation: {problems}")
+                subs[f"ov-{sp}"] = path
+        summary = {"ov": {"gold": source, "n_labelled": len(ov_names), "predictors": predictors,
+                          "dropped": dropped, "headline_grouper": headline_name, "submitted": submit,
+                          "groupers": {g: groupers[g].describe() for g in groupers},
+                          "groupers_skipped": skipped, "reference": str(ref_path) if ref_path else None,
+                          "features": flat.describe(), "seeds": seeds, "n_folds": n_folds}}
+        log.info("OV: submitted %s (CV %s score %.4f)", submit, headline_name, metrics[f"ov_score_{headline_name}"])
+        return finish(ctx, rows, metrics, subs, summary, [out / "ov_scores.csv", out / "ov_gold.csv"])
