@@ -26,6 +26,11 @@ if ! command -v espeak-ng >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 
   (apt-get install -y -qq espeak-ng >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq espeak-ng >/dev/null 2>&1)) \
     || echo "mer: espeak-ng could not be installed; the speech-synthesis tests will be skipped"
 fi
+# chromium (headless) renders the MLflow UI in tests/test_mlflow_ui.py (skipped where apt is not ours).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) \
+    || echo "mer: chromium could not be installed; the MLflow UI browser test will be skipped"
+fi
 # mer itself, editable, so `python -m mer.run` works from any folder.
 "${pip[@]}" install -q --no-deps -e .
 "$VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"

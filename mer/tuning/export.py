@@ -1,0 +1,85 @@
+"""A study's best trial as a pinned Hydra experiment: ``conf/experiment/<study>.yaml``, run with
+``python -m mer.run +experiment=<study>``.
+
+The file selects the config groups the study ran with (``override /fusion: mlp``...) and pins
+every value a result depends on: training settings, fusion parameters, feature streams and their
+options, the data settings (not the dataset's folder, which is machine-specific), seeds.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from .space import CONF_DIR
+
+GROUPS = ("data", "features/text", "features/audio", "features/visual", "fusion", "train", "track")
+
+
+def safe_name(study: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", study).strip("._") or "study"
+
+
+def group_choice(cfg: DictConfig, group: str, choices: Mapping[str, str] | None = None) -> str | None:
+    """Which file of ``conf/<group>/`` a config node came from: Hydra's record when there is one,
+    else the file whose ``name`` is the node's name."""
+    if choices and choices.get(group):
+        return str(choices[group])
+    node = OmegaConf.select(cfg, group.replace("/", "."))
+    if node is None:
+        return None
+    name = node.get("name") if isinstance(node, DictConfig) else None
+    folder = CONF_DIR / group
+    if name is None:
+        return "none" if (folder / "none.yaml").is_file() else None
+    if (folder / f"{name}.yaml").is_file():
+        return str(name)
+    for f in folder.glob("*.yaml"):             # a file named otherwise than its ``name``
+        if OmegaConf.load(f).get("name") == name:
+            return f.stem
+    return None
+
+
+def experiment_dict(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> dict[str, Any]:
+    defaults = []
+    for g in GROUPS:
+        c = group_choice(cfg, g, choices)
+        if c is not None:
+            defaults.append({f"override /{g}": c})
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.pop("root", None)
+    out: dict[str, Any] = {"defaults": defaults, "data": data,
+                           "features": OmegaConf.to_container(cfg.features, resolve=True),
+                           "fusion": OmegaConf.to_container(cfg.fusion, resolve=True),
+                           "train": OmegaConf.to_container(cfg.train, resolve=True),
+                           "track": OmegaConf.to_container(cfg.track, resolve=True),
+                           "modalities": list(cfg.modalities) if cfg.get("modalities") else None,
+                           "seed": int(cfg.seed)}
+    return out
+
+
+def write_experiment(cfg: DictConfig, path: Path, *, header: str, choices: Mapping[str, str] | None = None) -> Path:
+    """Write the experiment file atomically; ``header`` becomes its leading comment."""
+    body = OmegaConf.to_yaml(OmegaConf.create(experiment_dict(cfg, choices)))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# @package _global_"] + [f"# {ln}" if ln else "#" for ln in header.strip().splitlines()]
+    lines.append(f"# written by python -m mer.tune, {stamp}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text("\n".join(lines) + "\n" + body)
+    tmp.replace(path)
+    return path
+
+
+def searchpath_override(export_dir: Path) -> list[str]:
+    """The ``hydra.searchpath`` override that lets ``+experiment=`` find a file outside conf/."""
+    export_dir = Path(export_dir).resolve()
+    if export_dir == (CONF_DIR / "experiment").resolve():
+        return []
+    if export_dir.name != "experiment":
+        raise SystemExit(f"tune.export_dir={export_dir} must be a folder named 'experiment' "
+                         "(Hydra finds +experiment=<name> as experiment/<name>.yaml on its search path)")
+    return [f"hydra.searchpath=[file://{export_dir.parent}]"]
