@@ -189,19 +189,14 @@ def validate_openset_file(path: str | Path, names: Sequence[str] | None = None,
 
 
 def _read(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]], list[Problem]]:
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle, strict=True)
-            rows = [(reader.line_num, row) for row in reader if row]
-    except FileNotFoundError:
-        return None, [], [Problem("unreadable", f"no such file: {path}")]
-    except UnicodeDecodeError as err:
-        return None, [], [Problem("unreadable", f"{path.name} is not UTF-8 text ({err.reason})")]
-    except (OSError, csv.Error) as err:
-        return None, [], [Problem("unreadable", f"cannot read {path.name} as CSV: {err}")]
-    if not rows:
-        return None, [], [Problem("empty_file", f"{path.name} is empty (expected the header "
-                                                f"name,openset)")]
+    from submissions.validate import _read_csv
+
+    first, data, problems = _read_csv(path)
+    if first is None:
+        if problems and problems[0].kind == "empty_file":
+            problems = [Problem("empty_file", f"{path.name} is empty (expected the header name,openset)")]
+        return None, [], problems
+    rows = [(1, first), *data]
     header = [h.strip() for h in rows[0][1]]
     problems: list[Problem] = []
     if tuple(header) != HEADER:
