@@ -10,10 +10,11 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -456,13 +457,23 @@ def write_predictions(out: Path, manifest: Manifest, train: Split, oof: Predicti
 
 
 # --- the run --------------------------------------------------------------------------------
-def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
-    """Walk the whole way for one config. Tests call this directly; ``python -m mer.run`` wraps it."""
-    if cfg.track.get("runner"):   # a track with its own protocol (mer/tracks/ov.py, pll.py)
-        from mer.tracks.base import get_runner
-        return get_runner(str(cfg.track.runner))(cfg, out_dir)
-    from mer.evaluation.reports import results_table
+@dataclass
+class RunStart:
+    """What every run has once it has started (see :func:`start_run`)."""
 
+    out: Path
+    device: str
+    tracker: Any
+    manifest: Manifest
+    t_start: float
+
+
+@contextmanager
+def start_run(cfg: DictConfig, out_dir: str | os.PathLike | None, run_name: str,
+              tags: Mapping[str, str] | None = None) -> Iterator[RunStart]:
+    """The start every run shares (this pipeline and the track runners): the output folder with the
+    resolved config, the device, the tracker's run (open for the block; tagged with the track, the
+    dataset, the output folder, the git commit and ``tags``) and the manifest, written beside."""
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir else default_out_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -470,14 +481,26 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
     (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     device = resolve_device(str(cfg.device))
     tracker = build_tracker(cfg.get("tracking"), cfg.paths.runs_dir)
-    run_name = f"{cfg.data.name}-{cfg.track.name}-{cfg.fusion.name}"
     with tracker.start(run_name, tags={"track": str(cfg.track.name), "dataset": str(cfg.data.name),
-                                       "fusion": str(cfg.fusion.name), "out_dir": str(out),
-                                       **git_commit()}):
+                                       **dict(tags or {}), "out_dir": str(out), **git_commit()}):
         tracker.log_params(resolved)
         manifest = load_manifest(cfg)
         log.info("%s", manifest.summary())
         manifest.to_jsonl(out / "manifest.jsonl")
+        yield RunStart(out, device, tracker, manifest, t_start)
+
+
+def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
+    """Walk the whole way for one config. Tests call this directly; ``python -m mer.run`` wraps it."""
+    if cfg.track.get("runner"):   # a track with its own protocol (mer/tracks/ov.py, pll.py)
+        from mer.tracks.base import get_runner
+        return get_runner(str(cfg.track.runner))(cfg, out_dir)
+    from mer.evaluation.reports import results_table
+
+    with start_run(cfg, out_dir, f"{cfg.data.name}-{cfg.track.name}-{cfg.fusion.name}",
+                   {"fusion": str(cfg.fusion.name)}) as started:
+        out, device, tracker, manifest = started.out, started.device, started.tracker, started.manifest
+        t_start = started.t_start
         clean = feature_set(cfg, manifest, device)
         bundle, feat_info, failures = clean.bundle, dict(clean.info), list(clean.failures)
         metric = resolve_metric(cfg, manifest)

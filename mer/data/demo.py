@@ -54,6 +54,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mer.procs import pid_alive
+
 from . import demo_media as media
 from .manifest import MER_CLASSES
 
@@ -578,15 +580,6 @@ def _remove_stale_partials(root: Path) -> None:
             pid = int(partial.name[len(prefix):].split("-")[0])
         except ValueError:
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(partial, ignore_errors=True)
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from mer.cache.store import atomic_write_bytes
-from submissions.validate import Problem, expected_name_list, preview
+from submissions.validate import PROBLEM_KINDS, Problem, _read_csv, expected_name_list, preview
 
 NAME_COLUMN = "name"
 OPENSET_COLUMN = "openset"
@@ -36,15 +36,10 @@ HEADER = (NAME_COLUMN, OPENSET_COLUMN)
 _FORBIDDEN = re.compile(r"['\",\[\]\n\r]")
 
 OV_PROBLEM_KINDS: dict[str, str] = {
-    "unreadable": "the file is missing, not UTF-8 text, or not parseable as CSV",
-    "empty_file": "the file has no header line",
+    **{k: PROBLEM_KINDS[k] for k in ("unreadable", "empty_file")},
     "header": "the header is not exactly name,openset",
-    "row_length": "a row has more or fewer fields than the header",
-    "no_rows": "the file has a header but no data rows",
-    "empty_name": "a row has an empty name",
-    "duplicate_names": "a name appears in more than one row",
-    "missing_names": "an expected name has no row",
-    "unknown_names": "a row names a sample that is not expected",
+    **{k: PROBLEM_KINDS[k] for k in ("row_length", "no_rows", "empty_name", "duplicate_names",
+                                      "missing_names", "unknown_names")},
     "not_a_list": "an openset cell is not a Python-list string like \"['happy', 'relaxed']\"",
     "bad_word": "a word is empty, has surrounding spaces, or contains quotes, commas or brackets",
     "empty_openset": "a prediction is empty (it scores 0 for that sample)",
@@ -189,8 +184,6 @@ def validate_openset_file(path: str | Path, names: Sequence[str] | None = None,
 
 
 def _read(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]], list[Problem]]:
-    from submissions.validate import _read_csv
-
     first, data, problems = _read_csv(path)
     if first is None:
         if problems and problems[0].kind == "empty_file":

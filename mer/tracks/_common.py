@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger("mer")
 
@@ -50,31 +50,17 @@ class RunContext:
 @contextmanager
 def track_run(cfg: DictConfig, out_dir=None) -> Iterator[RunContext]:
     """Output folder, resolved config, tracker, manifest and features, as ``mer.pipeline.run``."""
-    from mer.pipeline import default_out_dir, feature_set, load_manifest
-    from mer.tracking import build_tracker, git_commit
-    from mer.training.estimator import resolve_device
+    from mer.pipeline import feature_set, start_run
 
-    t_start = time.perf_counter()
-    out = Path(out_dir) if out_dir else default_out_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    device = resolve_device(str(cfg.device))
-    tracker = build_tracker(cfg.get("tracking"), cfg.paths.runs_dir)
-    with tracker.start(f"{cfg.data.name}-{cfg.track.name}",
-                       tags={"track": str(cfg.track.name), "dataset": str(cfg.data.name),
-                             "out_dir": str(out), **git_commit()}):
-        tracker.log_params(resolved)
-        manifest = load_manifest(cfg)
-        log.info("%s", manifest.summary())
-        manifest.to_jsonl(out / "manifest.jsonl")
+    with start_run(cfg, out_dir, f"{cfg.data.name}-{cfg.track.name}") as started:
+        out, device, tracker, manifest = started.out, started.device, started.tracker, started.manifest
         fs = feature_set(cfg, manifest, device)
         with open(out / "failures.jsonl", "w", encoding="utf-8") as f:
             for rec in fs.failures:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         tracker.log_params({f"cache.{m}.key": i["cache_key"] for m, i in fs.info.items()})
         tracker.log_params({f"cache.{m}.extractor": i["extractor"] for m, i in fs.info.items()})
-        yield RunContext(cfg, out, manifest, fs, tracker, device, t_start)
+        yield RunContext(cfg, out, manifest, fs, tracker, device, started.t_start)
 
 
 def finish(ctx: RunContext, rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, float],

@@ -219,12 +219,13 @@ class SelfTrainingStrategy(SupervisedStrategy):
             # admit almost nothing.
             pseudo, sel_counts, votes, thr_all = {}, [], np.zeros(len(data.pool)), []
             for run in teacher.runs:
+                shared = None if per_fold else thresholds_for(run.seed, data.train.y, run.oof.probs)
                 for k, (fold_pred, va) in enumerate(zip(run.fold_tests[POOL], run.fold_val)):
-                    y = data.train.y
+                    t = shared
                     if per_fold:         # honest: nothing of the fold this model will teach
-                        y = y.copy()
+                        y = data.train.y.copy()
                         y[va] = -1
-                    t = thresholds_for((run.seed, k) if per_fold else (run.seed, k, "all"), y, run.oof.probs)
+                        t = thresholds_for((run.seed, k), y, run.oof.probs)
                     lab_k, conf_k = fold_pred.probs.argmax(1), fold_pred.probs.max(1)
                     sel_k = conf_k >= t[lab_k]
                     votes += sel_k & (lab_k == label)

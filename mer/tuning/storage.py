@@ -25,6 +25,8 @@ from typing import Iterator
 import optuna
 from optuna.trial import TrialState
 
+from mer.procs import pid_alive
+
 log = logging.getLogger("mer.tune")
 
 WORKER_ATTR = "worker"
@@ -130,12 +132,8 @@ def worker_alive(identity: str) -> bool | None:
         return None
     if host != socket.gethostname():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     return start == "?" or _process_start(pid) == start
 
 
