@@ -1,17 +1,21 @@
-"""Noisy partial-label learning: CC, PRODEN, PiCO and ARNet (around PiCO) on real features.
+"""Noisy partial-label learning: CC, PRODEN, PiCO and ARNet on real features.
 
     python -m bench.pll [--datasets digits,mer2023] [--root ../shared/data/mer2023]
                         [--qs 0.1,0.3,0.5] [--etas 0.1,0.2,0.3] [--seeds 0,1,2] [--epochs 100]
-                        [--json out.json]
+                        [--arnet-base auto|pico|proden|cc] [--json out.json]
 
 Datasets: scikit-learn's ``digits`` (1,797 real 8x8 images) and MER2023's labelled training
 split as all-MiniLM-L6-v2 transcript embeddings (cached in mer's feature cache). For each
 (q, eta, seed): a stratified 70/30 split, candidate sets by the ARNet/IRNet protocol on the 70%,
 every method trained on candidate sets only, accuracy on the 30% test labels. ARNet's correction
-start is chosen on a validation split of the training rows (never the test rows).
+start is chosen on a validation split of the training rows (never the test rows). The learner ARNet
+wraps is, by default (``--arnet-base auto``), chosen from the training candidate sets alone: PiCO
+while they cover at most half the classes on average, PRODEN above (``mer.pll.arnet.choose_base``;
+on digits q=0.1/0.3 -> PiCO, q=0.5 -> PRODEN; on MER2023's 6 classes likewise).
 
 Printed per dataset and setting: mean (std over seeds) test accuracy of each method, ARNet's
-candidate-set "contains truth" rate and average size before -> after refinement, and a line
+candidate-set "contains truth" rate and average size before -> after refinement, ARNet's
+correction start per seed and the base it wrapped, and a line
 listing the settings where ARNet does not beat every base learner.
 """
 from __future__ import annotations
@@ -44,6 +48,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--arnet-base", default="auto", choices=("auto", "pico", "proden", "cc"),
+                    help="learner ARNet wraps (auto: chosen from the candidate sets' average size)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -69,7 +75,8 @@ def main(argv=None) -> None:
         losses = []
         for q in _floats(args.qs):
             for eta in _floats(args.etas):
-                rs = [run_setting(fs, dataset, q, eta, s, METHODS, epochs=args.epochs) for s in seeds]
+                rs = [run_setting(fs, dataset, q, eta, s, METHODS, epochs=args.epochs,
+                                  arnet_base=args.arnet_base) for s in seeds]
                 all_results += rs
                 acc = {m: np.array([r.accuracy[m] for r in rs]) for m in METHODS}
                 cells = " | ".join(f"{acc[m].mean():.4f} ({acc[m].std():.3f})".rjust(15) for m in METHODS)
@@ -77,7 +84,8 @@ def main(argv=None) -> None:
                 ta = np.mean([r.truth_after for r in rs])
                 sb = np.mean([r.size_before for r in rs])
                 sa = np.mean([r.size_after for r in rs])
-                starts = ",".join(str(r.correction_epoch) for r in rs)
+                starts = ",".join(str(r.correction_epoch) for r in rs) + \
+                    f" ({'/'.join(sorted({str(r.arnet_base) for r in rs}))})"
                 best_base = max(acc[m].mean() for m in METHODS if m != "arnet")
                 wins = acc["arnet"].mean() > best_base and ta > tb
                 print(f"{q:>4} {eta:>4} | {cells} | {tb:.3f} -> {ta:.3f} | {sb:.2f} -> {sa:.2f}  | "

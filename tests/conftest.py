@@ -1,5 +1,8 @@
 """Test-wide settings: nothing is written to the user's home or the source tree, nothing goes online."""
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,40 @@ def _no_mlflow_state_between_tests():
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(None)
+
+
+class ChatHandler(BaseHTTPRequestHandler):
+    """A local OpenAI-compatible chat endpoint: records each request in ``calls`` and answers
+    ``answer(prompt)`` (a test sets it)."""
+
+    calls: list = []
+
+    @staticmethod
+    def answer(prompt: str) -> str:
+        return ""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
+        content = type(self).answer(body["messages"][-1]["content"])
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    """The URL (``.../v1``) of a real HTTP server running :class:`ChatHandler` on a free port."""
+    ChatHandler.calls = []
+    server = HTTPServer(("127.0.0.1", 0), ChatHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()

@@ -1,8 +1,4 @@
 """Offline grouper, official groupings, the LLM grouper against a real local HTTP server."""
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from mer.ov.agreement import grouper_agreement
@@ -11,6 +7,7 @@ from mer.ov.io import read_openset_csv
 from mer.ov.lexicon import lemmatize
 from mer.ov.metric import mer2024_ov_score
 from mer.registry import UnknownNameError
+from conftest import ChatHandler
 from tests.conftest import shared_data
 
 
@@ -55,38 +52,12 @@ def test_offline_grouper_agrees_with_official_groupings_better_than_exact():
     assert abs(a.score_candidate - a.score_reference) < 0.1
 
 
-class _ChatHandler(BaseHTTPRequestHandler):
-    calls: list = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
-        prompt = body["messages"][-1]["content"]
-        answer = "Output: [['happy', 'joyful'], ['sad']]" if "'sad'" in prompt else "not a list"
-        payload = {"choices": [{"message": {"role": "assistant", "content": answer}}]}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def chat_server():
-    _ChatHandler.calls = []
-    server = HTTPServer(("127.0.0.1", 0), _ChatHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+def _group_answer(prompt: str) -> str:
+    return "Output: [['happy', 'joyful'], ['sad']]" if "'sad'" in prompt else "not a list"
 
 
 def test_llm_grouper_calls_the_endpoint_once_per_sample_and_caches(chat_server, tmp_path, monkeypatch):
+    ChatHandler.answer = staticmethod(_group_answer)
     monkeypatch.setenv("MER_TEST_KEY", "secret-1")
     cache = tmp_path / "groups.jsonl"
     g = LLMGrouper(chat_server, "tiny-model", cache, api_key_env="MER_TEST_KEY")
@@ -97,13 +68,13 @@ def test_llm_grouper_calls_the_endpoint_once_per_sample_and_caches(chat_server, 
     assert s.per_sample[0].accuracy == 1.0 and s.per_sample[0].recall == 0.5
     assert s.per_sample[1].accuracy == 0.0          # unparsable answer: one group per word
     assert g.n_calls == 2 and g.n_unparsed == 1
-    call = _ChatHandler.calls[0]
+    call = ChatHandler.calls[0]
     assert call["body"]["temperature"] == 0 and call["body"]["model"] == "tiny-model"
     assert call["auth"] == "Bearer secret-1"
     # a new grouper on the same cache file answers from it without calling the server
     g2 = LLMGrouper(chat_server, "tiny-model", cache, api_key_env="MER_TEST_KEY")
     assert mer2024_ov_score(gold, pred, g2).score == s.score
-    assert g2.n_calls == 0 and len(_ChatHandler.calls) == 2
+    assert g2.n_calls == 0 and len(ChatHandler.calls) == 2
     assert len(cache.read_text().splitlines()) == 2
 
 

@@ -42,3 +42,23 @@ def test_embedding_similarity_with_the_offline_text_encoder():
                              "What a wonderful day, I feel so happy and cheerful.",
                              "My dog died and I cannot stop crying."], ["a", "b", "c"])
     assert out == {"a": ["angry"], "b": ["happy"], "c": ["sad"]}
+
+
+def test_llm_predictor_parses_lists_and_caches_per_sample(chat_server, tmp_path, monkeypatch):
+    from mer.ov.predictors import LLMOVPredictor
+    from conftest import ChatHandler
+
+    ChatHandler.answer = staticmethod(lambda prompt: "Output: ['happy', ' relaxed ']" if "holiday" in prompt
+                                      else "I cannot tell.")
+    monkeypatch.setenv("MER_TEST_KEY", "k-2")
+    cache = tmp_path / "ov.jsonl"
+    p = LLMOVPredictor(chat_server, "tiny-model", str(cache), api_key_env="MER_TEST_KEY")
+    out = p.predict_texts(["What a lovely holiday.", "Hmm."], ["a", "b"])
+    assert out == {"a": ["happy", "relaxed"], "b": []}        # no list in the answer: no words
+    assert len(ChatHandler.calls) == 2
+    body = ChatHandler.calls[0]["body"]
+    assert body["temperature"] == 0 and body["model"] == "tiny-model" and "lovely holiday" in body["messages"][-1]["content"]
+    assert ChatHandler.calls[0]["auth"] == "Bearer k-2"
+    again = LLMOVPredictor(chat_server, "tiny-model", str(cache), api_key_env="MER_TEST_KEY")
+    assert again.predict_texts(["What a lovely holiday.", "Hmm."], ["a", "b"]) == out
+    assert len(ChatHandler.calls) == 2                          # answered from the cache

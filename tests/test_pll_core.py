@@ -8,7 +8,8 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from mer.pll.arnet import ARNetRefiner, detect_noisy, should_start_correction
+from mer.pll.arnet import (ARNetRefiner, choose_base, detect_noisy, should_start_correction,
+                           warmup_epoch)
 from mer.pll.candidates import (candidate_stats, candidates_from_votes, candidates_from_words,
                                 noisy_candidates, swap_noise, uniform_candidates)
 from mer.pll.learners import LEARNERS, build_learner, check_candidates
@@ -92,11 +93,39 @@ def test_plateau_rule_and_detection():
     assert not should_start_correction(rising, window=20, slope_epochs=5)
     assert should_start_correction(rising + [1.0] * 30, window=20, slope_epochs=5)
     assert not should_start_correction([0.5] * 10, window=20)
+    slow_rise = list(np.linspace(0.3, 0.6, 80))   # still rising, however slowly: never a plateau
+    assert not any(should_start_correction(slow_rise[:n], window=40) for n in range(40, 81))
     S = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0]], np.float32)
     v1 = np.array([[0.2, 0.7, 0.1], [0.2, 0.7, 0.1], [0.4, 0.5, 0.1]])
     v2 = np.array([[0.3, 0.6, 0.1], [0.3, 0.1, 0.6], [0.4, 0.5, 0.1]])
     rows, labels, probs = detect_noisy(S, [v1, v2], delta=0.01)
     assert rows.tolist() == [0] and labels.tolist() == [1] and probs.tolist() == [0.7]
+
+
+def test_start_bounds_and_base_choice(digits):
+    assert warmup_epoch(0.5, 100) == 50 and warmup_epoch(30, 100) == 30 and warmup_epoch(0.7, 10) == 7
+    with pytest.raises(ValueError, match="warm-up bounds"):
+        warmup_epoch(-2, 100)
+    Xtr, Xte, ytr, yte = digits
+    S = noisy_candidates(ytr, 10, 0.3, 0.3, seed=3)
+    # window larger than the run: the plateau rule can never fire, so the deadline starts it
+    est = ARNetRefiner(build_learner("cc", seed=0, hidden=32), epochs=10, window=50, min_warmup=0.3,
+                       max_warmup=0.6, seed=0).fit(Xtr, S, y_true=ytr)
+    assert est.correction_epoch_ == 6 and est.diagnostics_[5].phase == "correct"
+    assert est.diagnostics_[4].phase == "warmup"
+    assert sorted(est.train_rows_.tolist()) == list(range(len(Xtr)))
+    never = ARNetRefiner(build_learner("cc", seed=0, hidden=32), epochs=6, window=50,
+                         max_warmup=None, seed=0).fit(Xtr, S)
+    assert never.correction_epoch_ is None
+    # a flat (already plateaued) curve would fire at once, but not before min_warmup
+    flat = ARNetRefiner(build_learner("cc", seed=0, hidden=32), epochs=8, window=2, slope_epochs=1,
+                        min_warmup=5, max_warmup=None, seed=0)
+    flat.fit(Xtr, S, eval_set=(Xtr[:20], np.ones((20, 10), np.float32)))  # coverage stays 1.0
+    assert flat.correction_epoch_ == 5
+    # the base choice sees only the candidate matrix: half the classes or fewer -> pico
+    assert choose_base(noisy_candidates(ytr, 10, 0.3, 0.3, seed=0)) == "pico"
+    assert choose_base(noisy_candidates(ytr, 10, 0.5, 0.3, seed=0)) == "proden"
+    assert choose_base(np.eye(4, dtype=np.float32)) == "pico"
 
 
 def test_arnet_raises_contains_truth_and_records_diagnostics(digits):

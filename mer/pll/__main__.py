@@ -8,7 +8,8 @@ Examples::
     python -m mer.pll learner=proden refine=none epochs=60
 
 Keys: dataset (digits | mer2023), root (mer2023's folder), q, eta, seed or seeds=[..], learner
-(cc | proden | pico: the base learner, also the one ARNet wraps), refine (arnet | none),
+(cc | proden | pico: the base learner, also the one ARNet wraps; auto: ARNet wraps the one
+chosen from the candidate sets, mer.pll.arnet.choose_base), refine (arnet | none),
 compare (true: also train the other base learners), epochs, delta, correct_start (auto | epoch),
 test_size, json (a file to write the results to).
 """
@@ -21,7 +22,7 @@ from dataclasses import asdict
 from mer.setup_env import configure_environment
 
 DEFAULTS = {"dataset": "digits", "root": None, "q": 0.3, "eta": 0.2, "seed": 0, "seeds": None,
-            "learner": "pico", "refine": "arnet", "compare": True, "epochs": 100, "delta": 0.01,
+            "learner": "auto", "refine": "arnet", "compare": True, "epochs": 100, "delta": 0.01,
             "correct_start": "auto", "test_size": 0.3, "json": None, "cache_dir": None}
 
 
@@ -34,8 +35,8 @@ def parse_overrides(argv: list[str]) -> dict:
         if key not in DEFAULTS:
             raise SystemExit(f"unknown key {key!r}; keys: {', '.join(DEFAULTS)}")
         cfg[key] = _value(value)
-    if cfg["learner"] not in ("cc", "proden", "pico"):
-        raise SystemExit(f"learner={cfg['learner']}: choose cc, proden or pico")
+    if cfg["learner"] not in ("cc", "proden", "pico", "auto"):
+        raise SystemExit(f"learner={cfg['learner']}: choose cc, proden, pico or auto")
     if cfg["refine"] not in ("arnet", "none", None):
         raise SystemExit(f"refine={cfg['refine']}: choose arnet or none")
     for key in ("q", "eta"):
@@ -67,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     from mer.pll.experiment import run_setting
 
     fs = load_feature_set(cfg["dataset"], cfg["root"], cfg["cache_dir"])
-    methods = [cfg["learner"]]
+    methods = [] if cfg["learner"] == "auto" else [cfg["learner"]]
     if cfg["compare"]:
         methods = [m for m in ("cc", "proden", "pico") if m != cfg["learner"]] + methods
     if cfg["refine"] == "arnet":
         methods.append("arnet")
+    if not methods:
+        raise SystemExit("learner=auto chooses the learner ARNet wraps: use it with refine=arnet or compare=true")
     seeds = cfg["seeds"] if cfg["seeds"] is not None else [cfg["seed"]]
     arnet = {"delta": float(cfg["delta"]), "correct_start": cfg["correct_start"]}
     print(f"{cfg['dataset']}: {len(fs.y)} samples, {fs.X.shape[1]} features, {len(fs.classes)} "
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             start = r.correction_epoch if r.correction_epoch is not None else "never"
             line += (f"\n         candidate sets: contains truth {r.truth_before:.3f} -> "
                      f"{r.truth_after:.3f}, avg size {r.size_before:.2f} -> {r.size_after:.2f}, "
-                     f"correction from epoch {start}, {r.n_corrected} corrections")
+                     f"correction from epoch {start}, {r.n_corrected} corrections, ARNet around {r.arnet_base}")
         print(line, flush=True)
     if cfg["json"]:
         with open(cfg["json"], "w", encoding="utf-8") as f:

@@ -2,12 +2,23 @@
 
 The algorithm (arXiv 2211.04774; public code zeroQiaoba/IRNet), as mer runs it on cached features:
 
-1. **Warm-up**: train the base learner (``PiCO`` by default) on the given candidate sets.
+1. **Warm-up**: train the base learner (``PiCO`` when none is given; see "Base learner" below)
+   on the given candidate sets.
 2. **Automatic correction start**: after every epoch, score a held-out **validation** split and
    start correcting once its smoothed curve stops rising: with at least ``window`` epochs of
    history, smooth by a centred moving average of half-width ``window // 2`` (truncated at the
    ends, the right edge excluded as in the public code), take first differences and start when
-   the mean of the last ``slope_epochs`` differences is below ``1e-6``. The public code feeds
+   the mean of the last ``slope_epochs`` differences is below ``1e-6``. mer bounds this start
+   to ``[min_warmup, max_warmup]`` (defaults: 50% and 70% of ``epochs``): it never fires before
+   ``min_warmup`` and fires at ``max_warmup`` if the curve has not plateaued by then. Why: the
+   candidate-coverage curve on ~10% of the rows is flat and noisy at large candidate sets, so
+   with the earlier bound (epoch 30-40 of 100) the rule fired at the first allowed epoch while
+   the model was still weak and early corrections locked in its mistakes (digits, tuning seeds
+   100-103, PRODEN base, fixed starts 40 / 60 / 75: q=0.5 eta=0.3 0.724 / 0.769 / 0.751,
+   q=0.3 eta=0.3 0.919 / 0.932 / 0.929); and on some seeds it never fired, leaving the
+   validation rows out of training and the sets uncorrected (the deadline). Gating corrections
+   to rows flagged with the same label on 3 epochs running did not help (q=0.5 eta=0.2, seeds
+   104-109: 0.902 vs 0.904 ungated) and is not used. The public code feeds
    the *test-set* accuracy into this rule; mer never looks at test data: the curve is the
    validation split's candidate-coverage rate (the fraction of predictions inside the sample's
    candidate set, which needs no true labels), or its accuracy when ``fit`` is given validation
@@ -28,6 +39,17 @@ The algorithm (arXiv 2211.04774; public code zeroQiaoba/IRNet), as mer runs it o
    predicted probability (view 1), renormalise the row (the public code's ``case3``).
 5. **Rounds**: steps 3-4 repeat every epoch until the end on the progressively purified sets
    (the public code corrects every mini-batch; mer once per epoch over all rows).
+
+**Base learner.** The refiner wraps any learner. ``bench/pll.py`` (and ``run_setting`` with
+``arnet_base="auto"``) picks it with :func:`choose_base` from the training candidate matrix alone:
+PiCO while the sets cover at most half the label space on average, PRODEN above. On digits
+(tuning seeds 100-103, corrections from epoch 60) PiCO + corrections lost accuracy at q=0.5
+(eta=0.2: 0.833 vs PiCO alone 0.868, seeds 100-101) although contains truth rose to 0.97 (not
+from merging the validation rows: with corrections switched off the merge left PiCO at 0.868;
+a guess, not verified: its prototype pseudo-labels, argmax inside ever larger sets, pull
+corrected rows back to wrong candidates), while PRODEN + corrections gained (0.898 vs
+PRODEN 0.853 at eta=0.2, 0.769 vs 0.688 at eta=0.3); at q<=0.3 PiCO + corrections was the
+stronger pair (q=0.3 eta=0.2: 0.947 vs 0.938 with PRODEN).
 
 Per-epoch diagnostics (``diagnostics_``): epoch, phase, validation score, rows corrected, average
 candidate-set size and, when the truth is passed to ``fit``, the fraction of sets containing it.
@@ -64,6 +86,23 @@ def should_start_correction(scores, window: int, slope_epochs: int = 10,
     return bool(np.mean(diffs[-slope_epochs:]) < tol)
 
 
+def choose_base(S, threshold: float = 0.5) -> str:
+    """The base learner ARNet wraps by default in ``bench/pll.py``: ``"pico"`` while the candidate
+    sets cover at most ``threshold`` of the label space on average, else ``"proden"`` (see the
+    module docstring). Uses the (noisy) candidate matrix only, never a true label."""
+    S = check_candidates(S)
+    return "pico" if float(S.sum(1).mean()) / S.shape[1] <= threshold else "proden"
+
+
+def warmup_epoch(value: int | float, epochs: int) -> int:
+    """An epoch bound given as an epoch number or (a float in (0, 1)) a fraction of ``epochs``."""
+    if isinstance(value, (float, np.floating)) and 0 < value < 1:
+        return max(1, int(round(value * epochs)))
+    if value < 0 or value != int(value):
+        raise ValueError(f"warm-up bounds are epoch numbers or fractions in (0, 1), got {value!r}")
+    return int(value)
+
+
 def detect_noisy(S: np.ndarray, views: list[np.ndarray], delta: float):
     """Rows whose best non-candidate beats every candidate by ``delta`` on every view, with the
     same best non-candidate on all views. Returns ``(rows, labels, probs of view 1)``."""
@@ -94,7 +133,10 @@ class ARNetRefiner(BaseEstimator, ClassifierMixin):
         correct_start: ``"auto"`` (plateau of the smoothed validation curve) or an epoch number.
         window: moving-average window of the plateau rule (public code: 100 of 1000 epochs).
         slope_epochs: how many recent slopes are averaged (public code: 10).
-        min_warmup: never start before this epoch.
+        min_warmup: never start before this epoch; a float in (0, 1) is a fraction of ``epochs``
+            (default 0.5: epoch 50 of 100).
+        max_warmup: start at this epoch at the latest, plateau or not (``None``: no deadline);
+            a float in (0, 1) is a fraction of ``epochs`` (default 0.7: epoch 70 of 100).
         validation_fraction: rows held out of training for the validation curve when ``fit``
             is not given ``eval_set``.
         merge_validation: add those rows to training (and correction) once correction starts.
@@ -104,7 +146,8 @@ class ARNetRefiner(BaseEstimator, ClassifierMixin):
 
     def __init__(self, base: PLLLearner | None = None, epochs: int = 150, delta: float = 0.01,
                  correct_start: str | int = "auto", window: int = 40, slope_epochs: int = 10,
-                 min_warmup: int = 30, validation_fraction: float = 0.1,
+                 min_warmup: int | float = 0.5, max_warmup: int | float | None = 0.7,
+                 validation_fraction: float = 0.1,
                  merge_validation: bool = True, detect_on: str = "classify", seed: int = 0) -> None:
         self.base = base
         self.epochs = epochs
@@ -113,6 +156,7 @@ class ARNetRefiner(BaseEstimator, ClassifierMixin):
         self.window = window
         self.slope_epochs = slope_epochs
         self.min_warmup = min_warmup
+        self.max_warmup = max_warmup
         self.validation_fraction = validation_fraction
         self.merge_validation = merge_validation
         self.detect_on = detect_on
@@ -126,6 +170,8 @@ class ARNetRefiner(BaseEstimator, ClassifierMixin):
         S = check_candidates(S, len(X))
         if self.correct_start != "auto" and not isinstance(self.correct_start, (int, np.integer)):
             raise ValueError(f"correct_start must be 'auto' or an epoch number, got {self.correct_start!r}")
+        lo = warmup_epoch(self.min_warmup, self.epochs)
+        hi = None if self.max_warmup is None else max(lo, warmup_epoch(self.max_warmup, self.epochs))
         train = np.arange(len(X))
         y_val = None
         if eval_set is not None:
@@ -161,8 +207,9 @@ class ARNetRefiner(BaseEstimator, ClassifierMixin):
                 val_score = float(np.mean(pred == y_val)) if y_val is not None else \
                     float(np.mean(S_val[np.arange(len(pred)), pred] > 0))
                 scores.append(val_score)
-            if self.correction_epoch_ is None and epoch >= self.min_warmup and scores and \
-                    should_start_correction(scores, self.window, self.slope_epochs):
+            if self.correction_epoch_ is None and epoch >= lo and (
+                    (scores and should_start_correction(scores, self.window, self.slope_epochs))
+                    or (hi is not None and epoch >= hi)):
                 self.correction_epoch_ = epoch
             n_fixed = 0
             correcting = self.correction_epoch_ is not None and epoch >= self.correction_epoch_

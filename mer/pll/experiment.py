@@ -6,7 +6,9 @@ training labels become candidate sets by the ARNet/IRNet protocol (``q``, ``eta`
 every learner trains on the candidate sets only; accuracy is measured on the untouched test
 labels. ARNet's correction start is chosen on a validation split carved from the *training* rows
 (their candidate sets, no true labels), which joins training once correction starts; the test
-split is never used before the final score.
+split is never used before the final score. ``arnet_base="auto"`` (default) picks the learner ARNet
+wraps from the training candidate sets alone (:func:`mer.pll.arnet.choose_base`: PiCO while sets
+cover at most half the classes on average, PRODEN above).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from mer.pll.arnet import ARNetRefiner
+from mer.pll.arnet import ARNetRefiner, choose_base
 from mer.pll.candidates import candidate_stats, noisy_candidates
 from mer.pll.datasets import FeatureSet
 from mer.pll.learners import build_learner
@@ -37,13 +39,14 @@ class Result:
     size_before: float = float("nan")
     size_after: float = float("nan")
     correction_epoch: int | None = None
+    arnet_base: str | None = None
     n_corrected: int = 0
 
 
 def run_setting(fs: FeatureSet, dataset: str, q: float, eta: float, seed: int,
                 methods=METHODS, epochs: int = 100, test_size: float = 0.3,
                 learner_params: dict | None = None, arnet_params: dict | None = None,
-                arnet_base: str = "pico") -> Result:
+                arnet_base: str = "auto") -> Result:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
@@ -53,6 +56,8 @@ def run_setting(fs: FeatureSet, dataset: str, q: float, eta: float, seed: int,
     res = Result(dataset, q, eta, seed)
     before = candidate_stats(S, ytr)
     res.truth_before, res.size_before = before.contains_truth, before.avg_size
+    if arnet_base == "auto":  # decided on the training candidate sets only
+        arnet_base = choose_base(S)
     params = {"epochs": epochs, "seed": seed, **(learner_params or {})}
     for m in methods:
         t = time.perf_counter()
@@ -66,6 +71,7 @@ def run_setting(fs: FeatureSet, dataset: str, q: float, eta: float, seed: int,
             res.size_before = float(S[rows].sum(1).mean())
             res.truth_after, res.size_after = after.contains_truth, after.avg_size
             res.correction_epoch = est.correction_epoch_
+            res.arnet_base = arnet_base
             res.n_corrected = int(sum(r.n_corrected for r in est.diagnostics_))
         else:
             est = build_learner(m, **params).fit(Xtr, S)

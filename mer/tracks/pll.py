@@ -12,7 +12,8 @@ Candidate sets (``track.candidates``) for the labelled training rows:
                families (:data:`FAMILY_CLASS`); only those samples are used.
 
 Features: :class:`mer.tracks._common.FlatFeatures` (the run's streams, standardised, absent
-streams zero plus presence indicators). Learner ``track.learner`` (cc | proden | pico), refiner
+streams zero plus presence indicators). Learner ``track.learner`` (cc | proden | pico | auto: chosen from the training folds' candidate
+sets by :func:`mer.pll.arnet.choose_base`), refiner
 ``track.refine`` (arnet | none); with ARNet the learner alone is also run (``track.baseline``).
 
 Protocol: seeded K folds (``train.n_folds``, one split per seed, the same folds for every method);
@@ -95,7 +96,12 @@ def _fit(method: str, ctx, X, S, y, seed: int) -> tuple[Any, list[dict], dict[st
 
     t = ctx.cfg.track
     epochs = int(t.epochs)
-    learner = build_learner(str(t.learner), epochs=epochs, seed=seed, **dict(t.get("learner_params") or {}))
+    name = str(t.learner)
+    if name == "auto":                  # from the training folds' candidate sets alone
+        from mer.pll.arnet import choose_base
+
+        name = choose_base(S)
+    learner = build_learner(name, epochs=epochs, seed=seed, **dict(t.get("learner_params") or {}))
     before = candidate_stats(S, y)
     if method.endswith("+arnet"):
         est = ARNetRefiner(learner, epochs=epochs, seed=seed, **dict(t.get("arnet") or {}))
@@ -105,7 +111,7 @@ def _fit(method: str, ctx, X, S, y, seed: int) -> tuple[Any, list[dict], dict[st
         a = candidate_stats(est.candidates_, y[rows])
         stats = {"truth_before": b.contains_truth, "size_before": b.avg_size, "truth_after": a.contains_truth,
                  "size_after": a.avg_size, "correction_epoch": est.correction_epoch_,
-                 "n_corrected": int(sum(r.n_corrected for r in est.diagnostics_))}
+                 "n_corrected": int(sum(r.n_corrected for r in est.diagnostics_)), "learner": name}
         return est, est.diagnostics_table(), stats
     learner.begin(X, S)
     epochs_rows = []
