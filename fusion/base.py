@@ -13,6 +13,12 @@ for a frame-level model.
 A modality whose row is absent (no face, empty transcript, failed decode) is *masked*: the model
 must never read its zero-filled row as if it were a real feature.
 The estimator owns optimisation, the strategy owns the loss, the loop owns batches.
+
+Targets beyond the discrete label and valence are heads the estimator adds around any model
+(:class:`TargetHeads`): ``arousal [B]`` from the model's ``embedding [B, H]``, and per-frame class
+logits ``frame_logits [B, T, C]`` from ``frame_embedding [B, T, H]``, which frame-level models that
+keep their time axis (``lstm``, ``gru``, ``tcn``) return on the steps of the stream named by their
+``frame_reference`` attribute (set by the estimator when a dataset has per-frame labels).
 """
 from __future__ import annotations
 
@@ -29,6 +35,10 @@ FUSION: Registry[type["FusionModel"]] = Registry("fusion model")
 class FusionModel(nn.Module):
     input_level = "utterance"
     """``utterance``: ``[B, D_m]`` inputs; ``frame``: ``[B, T_m, D_m]`` with step masks."""
+    frame_outputs = False
+    """Whether the model can return ``frame_embedding`` (per-step fused states) for per-frame targets."""
+    frame_reference: str | None = None
+    """The stream whose steps ``frame_embedding`` follows; ``None``: no per-frame outputs."""
 
     def __init__(self, input_dims: Mapping[str, int], num_classes: int, has_valence: bool) -> None:
         super().__init__()
@@ -65,6 +75,29 @@ class Heads(nn.Module):
         out = {"logits": self.discrete(h), "embedding": h}
         if self.valence is not None:
             out["valence"] = self.valence(h).squeeze(-1)
+        return out
+
+
+class TargetHeads(nn.Module):
+    """A fusion model plus heads for more targets: ``arousal`` (regression on ``embedding``) and
+    ``frame_logits`` (per-frame classes on ``frame_embedding``, with ``frame_mask``)."""
+
+    def __init__(self, model: FusionModel, hidden: int, *, arousal: bool = False,
+                 frame_classes: int | None = None, frame_hidden: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.arousal = nn.Linear(hidden, 1) if arousal else None
+        self.frames = nn.Linear(frame_hidden or hidden, frame_classes) if frame_classes else None
+
+    def forward(self, inputs, present):
+        out = self.model(inputs, present)
+        if self.arousal is not None:
+            out["arousal"] = self.arousal(out["embedding"]).squeeze(-1)
+        if self.frames is not None:
+            if "frame_embedding" not in out:
+                raise ValueError(f"{type(self.model).__name__} gives no per-frame outputs; per-frame labels need "
+                                 f"a model that keeps its time axis (fusion=lstm, gru or tcn)")
+            out["frame_logits"] = self.frames(out["frame_embedding"])
         return out
 
 

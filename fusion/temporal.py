@@ -25,11 +25,12 @@ from .base import FUSION, FusionModel, Heads
 class TemporalFusion(FusionModel):
     input_level = "frame"
     encoder_kind = "lstm"
+    frame_outputs = True
 
     def __init__(self, input_dims: Mapping[str, int], num_classes: int, has_valence: bool, *,
                  hidden_dim: int = 128, num_layers: int = 1, bidirectional: bool = True,
                  kernel_size: int = 3, levels: int = 2, dropout: float = 0.3,
-                 input_dropout: float = 0.1) -> None:
+                 input_dropout: float = 0.1, input_proj: bool = True) -> None:
         super().__init__(input_dims, num_classes, has_valence)
         self.input_drop = nn.Dropout(input_dropout)
 
@@ -37,7 +38,7 @@ class TemporalFusion(FusionModel):
             if self.encoder_kind == "tcn":
                 return TCNEncoder(d, hidden_dim, kernel_size=kernel_size, levels=levels, dropout=dropout)
             return RNNEncoder(d, hidden_dim, cell=self.encoder_kind, num_layers=num_layers,
-                              bidirectional=bidirectional, dropout=dropout)
+                              bidirectional=bidirectional, dropout=dropout, input_proj=input_proj)
 
         self.encoders = nn.ModuleDict({m: encoder(d) for m, d in input_dims.items()})
         self.pools = nn.ModuleDict({m: AttentionPool(hidden_dim) for m in self.modalities})
@@ -46,19 +47,34 @@ class TemporalFusion(FusionModel):
         self.heads = Heads(hidden_dim, num_classes, has_valence)
 
     def forward(self, inputs, present):
-        pooled, mods, step_weights = [], [], {}
+        pooled, mods, steps = [], [], {}
         for m in self.modalities:
             x, mask = trim(inputs[m], present[m])
             h = self.encoders[m](self.input_drop(x), mask)
-            v, w = self.pools[m](h, mask)
+            v, _ = self.pools[m](h, mask)
             pooled.append(v)
             mods.append(mask.any(1))
-            step_weights[m] = w
+            steps[m] = (h, mask)
         enc = self.drop(torch.stack(pooled, 1))                                    # [B, M, H]
         fused, weights = self.fuse(enc, torch.stack(mods, 1))
         out = self.heads(fused)
         out["attention"] = weights
+        if self.frame_reference is not None:
+            out["frame_embedding"], out["frame_mask"] = self._frame_states(steps, enc, weights)
         return out
+
+    def _frame_states(self, steps, enc, weights):
+        """Per step of the reference stream: the modality-weighted sum of each modality's state at
+        that step (a stream on the same steps, i.e. aligned) or its pooled vector (any other)."""
+        if self.frame_reference not in steps:
+            raise KeyError(f"frame_reference {self.frame_reference!r} is not one of {self.modalities}")
+        h_ref, mask = steps[self.frame_reference]
+        total = torch.zeros_like(h_ref)
+        for i, m in enumerate(self.modalities):
+            h, _ = steps[m]
+            state = h if h.shape[1] == h_ref.shape[1] else enc[:, i].unsqueeze(1)
+            total = total + weights[:, i].view(-1, 1, 1) * state
+        return self.drop(total), mask
 
 
 @FUSION.register("lstm")

@@ -83,12 +83,17 @@ class LMFFusion(FusionModel):
                                       for m, d in input_dims.items()})
         self.factors = nn.ParameterDict({m: nn.Parameter(torch.empty(rank, fusion_dim + 1, hidden_dim))
                                          for m in self.modalities})
+        # Each factor maps [z_m; 1] to unit-scale outputs (std 1/sqrt(fusion_dim + 1) per weight), so
+        # the product over modalities neither vanishes nor explodes with their number; Xavier on
+        # the 3-d factors (the LMF code's init) gives std ~0.02, a product ~1e-3 of the signal
+        # for three modalities, and training stalled (demo CV wF1 0.26 over 3 seeds). A LayerNorm on
+        # the fused vector keeps the heavy-tailed product of modality terms in range (demo seed 0:
+        # 0.495 with the init alone, 0.549 with both).
         for f in self.factors.values():
-            nn.init.xavier_normal_(f)
-        self.rank_weights = nn.Parameter(torch.empty(1, rank))
-        nn.init.xavier_normal_(self.rank_weights)
+            nn.init.normal_(f, std=(fusion_dim + 1) ** -0.5)
+        self.rank_weights = nn.Parameter(torch.full((1, rank), 1.0 / rank))
         self.bias = nn.Parameter(torch.zeros(hidden_dim))
-        self.post = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        self.post = nn.Sequential(nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Dropout(dropout))
         self.heads = Heads(hidden_dim, num_classes, has_valence)
 
     def factor_inputs(self, inputs, present) -> dict[str, torch.Tensor]:

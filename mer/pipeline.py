@@ -24,7 +24,7 @@ from mer.features import apply_asr_config, fill_options, fill_stream, plan_strea
 from mer.data.bundle import FeatureBundle, ModalityFeatures
 from mer.data.manifest import Manifest, label_arrays
 from mer.data.recipes import prepare
-from mer.evaluation.scoring import score_predictions
+from mer.evaluation.scoring import score_outputs
 from mer.tracking import build_tracker, git_commit
 from mer.training.cv import MultiSeedResult, Predictions
 from mer.training.data import Split, concat_splits
@@ -218,6 +218,8 @@ def condition_features(cfg: DictConfig, manifest: Manifest, clean: FeatureSet, c
 def resolve_metric(cfg: DictConfig, manifest: Manifest) -> str:
     metric = cfg.track.get("metric", "auto")
     if metric == "auto":
+        if manifest.label_spec.has_frame_labels:
+            return "frame_f1"
         return "combined" if manifest.label_spec.has_valence else "wf1"
     if metric == "combined" and not manifest.label_spec.has_valence:
         raise SystemExit(f"track.metric=combined needs valence labels; {manifest.dataset} has none")
@@ -228,13 +230,38 @@ def make_splits(manifest: Manifest, bundle: FeatureBundle) -> tuple[Split, dict[
     spec = manifest.label_spec
     train_samples = [s for s in manifest.split(manifest.train_split) if s.is_labelled]
     y, v = label_arrays(train_samples, spec)
-    train = Split(bundle.take([s.name for s in train_samples]), y, v)
+    X = bundle.take([s.name for s in train_samples])
+    train = Split(X, y, v, targets=extra_targets(train_samples, spec, X))
     tests = {}
     for sp in manifest.test_splits:
         samples = manifest.split(sp)
         yt, vt = label_arrays(samples, spec)
-        tests[sp] = Split(bundle.take([s.name for s in samples]), yt, vt)
+        Xt = bundle.take([s.name for s in samples])
+        tests[sp] = Split(Xt, yt, vt, targets=extra_targets(samples, spec, Xt))
     return train, tests
+
+
+def extra_targets(samples, spec, X: FeatureBundle) -> dict[str, np.ndarray]:
+    """``arousal [N]`` when the dataset has arousal; ``frames [N, T]`` when it has per-frame labels:
+    each sample's labels (one per video frame) taken at the steps of the reference stream
+    (:func:`mer.data.sequences.frame_reference`) by nearest frame, -1 past its length or where unannotated."""
+    from mer.data.manifest import arousal_array, read_frame_labels
+    from mer.data.sequences import frame_reference, resample
+
+    out: dict[str, np.ndarray] = {}
+    if spec.has_arousal:
+        out["arousal"] = arousal_array(samples)
+    if spec.has_frame_labels:
+        ref = X.modalities[frame_reference(X)]
+        frames = np.full((len(samples), ref.X.shape[1]), -1, np.int64)
+        for i, s in enumerate(samples):
+            n = int(ref.lengths[i])
+            if s.frame_labels is None or n == 0:
+                continue
+            labels = read_frame_labels(s.frame_labels, spec.num_classes)
+            frames[i, :n] = resample(labels[:, None].astype(np.float32), n, "nearest")[:, 0].astype(np.int64)
+        out["frames"] = frames
+    return out
 
 
 HELDOUT_SPLIT = "heldout"
@@ -319,7 +346,7 @@ def add_corrupted_conditions(cfg: DictConfig, manifest: Manifest, clean: Feature
                          f"train_on=[] (modality dropout and feature noise still apply)")
     for c in view_conds:
         b, i, f = condition_features(cfg, manifest, clean, c, data.train.names, device)
-        data.views[c] = Split(b, data.train.y, data.train.v)
+        data.views[c] = data.train.with_features(b)
         info.update(i)
         failures += f
     if curve_split and curve_split != manifest.train_split:
@@ -328,7 +355,7 @@ def add_corrupted_conditions(cfg: DictConfig, manifest: Manifest, clean: Feature
         split = split.rows(keep)
         for c in conds:
             b, i, f = condition_features(cfg, manifest, clean, c, split.names, device)
-            data.probes[f"{curve_split}@{c}"] = Split(b, split.y, split.v)
+            data.probes[f"{curve_split}@{c}"] = split.with_features(b)
             info.update({f"{curve_split}/{k}": v for k, v in i.items()})
             failures += f
     if curve_split:
@@ -338,12 +365,14 @@ def add_corrupted_conditions(cfg: DictConfig, manifest: Manifest, clean: Feature
 
 def make_estimator(cfg: DictConfig, manifest: Manifest, metric: str, device: str) -> FusionEstimator:
     t = cfg.train
+    window = dict((cfg.get("sequence") or {}).get("window") or {})
     return FusionEstimator(
         fusion=cfg.fusion.name, fusion_params=plain(cfg.fusion.get("params")),
         num_classes=manifest.label_spec.num_classes, has_valence=manifest.label_spec.has_valence,
         epochs=int(t.epochs), lr=float(t.lr), weight_decay=float(t.weight_decay), batch_size=int(t.batch_size),
         grad_clip=t.get("grad_clip"), select_metric=metric, standardize=bool(t.standardize),
-        seed=int(cfg.seed), device=device, num_threads=t.get("num_threads", 1))
+        seed=int(cfg.seed), device=device, num_threads=t.get("num_threads", 1),
+        window_size=window.get("size"), window_hop=window.get("hop"))
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -356,9 +385,21 @@ def predictions_frame(manifest: Manifest, preds: Predictions) -> pd.DataFrame:
     df = pd.DataFrame({"name": preds.names, "discrete": [classes[i] for i in preds.probs.argmax(1)]})
     if preds.valence is not None:
         df["valence"] = np.clip(preds.valence, *manifest.label_spec.valence_range)
+    if "arousal" in preds.extra:
+        df["arousal"] = np.clip(preds.extra["arousal"], *manifest.label_spec.valence_range)
     for i, c in enumerate(classes):
         df[f"p_{c}"] = preds.probs[:, i]
     return df
+
+
+def frame_predictions(preds: Predictions, classes) -> pd.DataFrame:
+    """Per-frame predictions in long form (``name, step, discrete``) over each sample's real steps
+    of the reference stream (steps past a sample's length carry all-zero probabilities)."""
+    fp = preds.extra["frame_probs"]
+    real = fp.sum(-1) > 0
+    rows, steps = np.nonzero(real)
+    return pd.DataFrame({"name": [preds.names[i] for i in rows], "step": steps,
+                         "discrete": [classes[k] for k in fp[rows, steps].argmax(-1)]})
 
 
 def write_submissions(cfg: DictConfig, manifest: Manifest, tests: Mapping[str, Predictions], out_dir: Path,
@@ -398,7 +439,7 @@ def score_tests(preds: Mapping[str, Predictions], tests: Mapping[str, Split]) ->
     """``{<split>_<metric>: value}`` of the ensembled test predictions, for splits with labels."""
     out: dict[str, float] = {}
     for sp, p in preds.items():
-        sc = score_predictions(tests[sp].y, p.probs, tests[sp].v, p.valence)
+        sc = score_outputs(tests[sp].y, p.outputs(), tests[sp].v, tests[sp].targets)
         out.update({f"{sp}_{k}": v for k, v in sc.items()})
     return out
 
@@ -449,6 +490,8 @@ def write_predictions(out: Path, manifest: Manifest, train: Split, oof: Predicti
     oof_df.to_csv(pred_dir / f"{manifest.train_split}-oof.csv", index=False)
     for sp, p in tests.items():
         predictions_frame(manifest, p).to_csv(pred_dir / f"{sp}.csv", index=False)
+        if "frame_probs" in p.extra:
+            frame_predictions(p, classes).to_csv(pred_dir / f"{sp}-frames.csv", index=False)
     y_oof = oof.probs.argmax(1)
     per_class_table(train.y, y_oof, classes).to_csv(out / "per_class_cv.csv")
     plot_confusion_matrix(train.y, y_oof, classes, out / "confusion_matrix_cv.png",
@@ -596,7 +639,8 @@ def run_baseline(cfg: DictConfig, strategy: Strategy, result: MultiSeedResult, c
     made = result.extras.get("baseline")
     if made is not None and name == "supervised":
         return str(name), made
-    shared = {k: getattr(strategy, k) for k in ("valence_weight", "label_smoothing") if hasattr(strategy, k)}
+    shared = {k: getattr(strategy, k) for k in ("valence_weight", "label_smoothing", "arousal_weight",
+                                                  "frame_weight", "dimension_loss") if hasattr(strategy, k)}
     return str(name), cv_with(build_strategy(str(name), **shared))
 
 

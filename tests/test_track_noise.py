@@ -66,6 +66,50 @@ def test_feature_noise_touches_present_rows_only():
         assert torch.equal(out_p[m], present[m])
 
 
+def test_augmentation_on_frame_level_batches_keeps_masks_and_padding():
+    """Sequence inputs ``[B, T, D]`` with step masks ``[B, T]`` (and a one-step utterance stream):
+    a dropped modality loses every step, noise never reaches a padded step, shapes stay."""
+    g = torch.Generator().manual_seed(3)
+    B, T = 300, 7
+    lengths = torch.randint(0, T + 1, (B,), generator=g)
+    steps = torch.arange(T)[None, :] < lengths[:, None]                       # [B, T]; some rows absent
+    inputs = {"visual": torch.randn(B, T, 4, generator=g) * steps.unsqueeze(-1),
+              "text": torch.randn(B, 1, 6, generator=g)}
+    present = {"visual": steps, "text": torch.ones(B, 1, dtype=torch.bool)}
+    strat = build_strategy("noise_robust", modality_dropout=0.5, feature_noise=0.2)
+    out_x, out_p = strat.augment(inputs, present, torch.Generator().manual_seed(0))
+    for m in inputs:
+        assert out_x[m].shape == inputs[m].shape and out_p[m].shape == present[m].shape
+        assert not (out_p[m] & ~present[m]).any()                             # nothing reappears
+        assert (out_x[m][~out_p[m]] == 0).all()                               # hidden/padded steps stay zero
+    row_kept = {m: out_p[m].any(1) for m in out_p}
+    dropped_visual = present["visual"].any(1) & ~row_kept["visual"]
+    assert dropped_visual.any()
+    assert not (out_p["visual"][dropped_visual]).any()                       # a dropped row loses every step
+    assert (row_kept["visual"] | row_kept["text"]).all()                     # never both modalities
+    kept_steps = out_p["visual"]
+    assert float((out_x["visual"] - inputs["visual"])[kept_steps].std()) == pytest.approx(0.2, rel=0.15)
+
+
+def test_noise_strategy_trains_a_frame_level_model():
+    rng = np.random.default_rng(0)
+    n, T = 40, 6
+    lengths = rng.integers(2, T + 1, n)
+    X = rng.normal(size=(n, T, 5)).astype(np.float32) * (np.arange(T)[None, :, None] < lengths[:, None, None])
+    y = np.arange(n) % 2
+    X[y == 1, 0, :] += 2.0
+    bundle = FeatureBundle([f"s{i}" for i in range(n)], {
+        "visual": ModalityFeatures(X, lengths > 0, "t", lengths),
+        "audio": ModalityFeatures(rng.normal(size=(n, 3)).astype(np.float32), np.ones(n, bool), "t")})
+    split = Split(bundle, y.astype(np.int64), np.full(n, np.nan, np.float32))
+    strat = build_strategy("noise_robust", train_on=[], modality_dropout=0.3, feature_noise=0.1)
+    est = FusionEstimator("gru", {"hidden_dim": 8}, num_classes=2, has_valence=False, epochs=3, seed=0)
+    strat.fit_fold(est, split, eval_set=split)
+    assert est.predict_proba(split).shape == (n, 2)
+    plain = FusionEstimator("gru", {"hidden_dim": 8}, num_classes=2, has_valence=False, epochs=3, seed=0).fit(split)
+    assert plain.history_[0]["train_loss"] != est.history_[0]["train_loss"]   # the augmentation was applied
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="modality_dropout"):
         build_strategy("noise_robust", modality_dropout=1.5)

@@ -26,7 +26,9 @@ Order in time matters in two places, so frame-level models have something to fin
 over frames or tokens blurs: a share of the emotional transcripts (:data:`CONTRAST_RATE`) first
 mention a *different* emotion and then turn ("I was furious about the rent earlier, but now I'm
 glad about the trip"), so the emotion is the one after the turn, while the bag of tokens holds
-both.
+both; and a share of the expressive faces (:data:`FACE_TURN_RATE`) first show another
+expression, which fades, before their own rises, so the emotion is the later one, while the mean
+over face frames holds both.
 
 Intensity scales every cue (expression strength, prosody, intensifier words) and the valence, so
 valence is predictable from the media too. ``test2`` is corrupted as MER-NOISE is (babble at
@@ -59,9 +61,10 @@ from mer.procs import pid_alive
 from . import demo_media as media
 from .manifest import MER_CLASSES
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 """Bump whenever generated content changes: it is part of the corpus folder name.
-2: transcripts that turn from one emotion to another (:data:`CONTRAST_RATE`)."""
+2: transcripts that turn from one emotion to another (:data:`CONTRAST_RATE`).
+3: faces that show another expression first, then their own (:data:`FACE_TURN_RATE`)."""
 
 COMPLETE_MARKER = "demo-corpus.json"
 """Written last inside the temp folder; a corpus folder without it was not made by this module."""
@@ -90,6 +93,11 @@ EMPTY_TRANSCRIPT_RATE = 0.04
 
 CONTRAST_RATE = 0.35
 """Share of emotional transcripts that first name another emotion, then turn to their own."""
+
+FACE_TURN_RATE = 0.7
+"""Share of expressive faces that first show another emotion (a lead expression over the first
+:data:`demo_media.LEAD_SHARE` of the clip), then turn to their own cue: frames in order tell the
+two apart, their mean holds both about equally."""
 
 CueTable = Mapping[str, Mapping[str, float]]
 
@@ -326,6 +334,7 @@ class ClipPlan:
     duration_s: float
     snr_db: int | None = None  # set on the noisy split only
     blur_factor: int | None = None
+    face_lead: str | None = None  # the expression shown before the face cue (a face turn), if any
 
 
 def clip_rng(seed: int, name: str, purpose: str) -> np.random.Generator:
@@ -392,6 +401,11 @@ def plan_clip(seed: int, name: str, split: str, discrete: str) -> ClipPlan:
     english, chinese = compose_transcript(cues["text"], text_intensity, rng)
     duration_s = float(np.round(rng.uniform(*CLIP_SECONDS) * media.FPS) / media.FPS)  # whole frames
     noisy = split == NOISY_SPLIT
+    face_lead = None
+    turn_rng = clip_rng(seed, name, "face-turn")  # its own stream: the other draws stay as they were
+    if cues["face"] != "neutral" and turn_rng.random() < FACE_TURN_RATE:
+        others = [c for c in MER_CLASSES if c not in ("neutral", cues["face"])]
+        face_lead = others[int(turn_rng.integers(len(others)))]
     return ClipPlan(
         seed=seed, name=name, split=split, discrete=discrete, valence=valence, intensity=intensity,
         face_cue=cues["face"], face_intensity=face_intensity,
@@ -399,6 +413,7 @@ def plan_clip(seed: int, name: str, split: str, discrete: str) -> ClipPlan:
         text_cue=cues["text"], english=english, chinese=chinese, duration_s=duration_s,
         snr_db=int(rng.choice(SNR_CHOICES_DB)) if noisy else None,
         blur_factor=int(rng.choice(BLUR_CHOICES)) if noisy else None,
+        face_lead=face_lead,
     )
 
 
@@ -422,7 +437,7 @@ def render_clip(plan: ClipPlan, out_dir: str | Path) -> str:
     rng = clip_rng(plan.seed, plan.name, "media")
     n_frames = int(round(plan.duration_s * media.FPS))
     frames = media.render_frames(plan.face_cue, plan.face_intensity, n_frames, media.draw_face_shot(rng), rng,
-                                 blur_factor=plan.blur_factor or 1)
+                                 blur_factor=plan.blur_factor or 1, lead=plan.face_lead)
     speaker = media.draw_speaker(rng)
     audio = media.synth_voice(plan.voice_cue, plan.voice_intensity, speaker, plan.duration_s, rng)
     if plan.snr_db is not None:
@@ -514,8 +529,9 @@ def _generate(out: Path, seed: int, n_train: int, n_per_test: int, progress: boo
     _write_csv(out / f"{NOISY_SPLIT}-corruption.csv", ("name", "snr_db", "blur_factor"),
                [(p.name, p.snr_db, p.blur_factor) for p in by_split[NOISY_SPLIT]])
     _write_csv(out / "demo-cues.csv",
-               ("name", "split", "discrete", "intensity", "face_cue", "voice_cue", "text_cue"),
-               [(p.name, p.split, p.discrete, round(p.intensity, 4), p.face_cue, p.voice_cue, p.text_cue)
+               ("name", "split", "discrete", "intensity", "face_cue", "voice_cue", "text_cue", "face_lead"),
+               [(p.name, p.split, p.discrete, round(p.intensity, 4), p.face_cue, p.voice_cue, p.text_cue,
+                 p.face_lead or "")
                 for p in plans])
 
     n_workers = min(workers or 2, os.cpu_count() or 1, len(plans))

@@ -282,9 +282,21 @@ def onset_curve(n_frames: int, rng: np.random.Generator) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
+LEAD_SHARE = 0.5
+"""A face turn's lead expression fills this share of the clip (rising and fading), the face cue the rest."""
+
+
+def lead_curve(n_frames: int) -> np.ndarray:
+    """A lead expression's strength over its frames: a rise from neutral to a peak and back."""
+    t = np.linspace(0.0, 1.0, n_frames + 2)[1:-1]
+    return np.sin(np.pi * t) ** 0.5
+
+
 def render_frames(cls: str, intensity: float, n_frames: int, shot: FaceShot, rng: np.random.Generator,
-                  blur_factor: int = 1) -> np.ndarray:
-    """The clip's video: [T, FRAME_SIZE, FRAME_SIZE, 3] uint8 RGB."""
+                  blur_factor: int = 1, lead: str | None = None) -> np.ndarray:
+    """The clip's video: [T, FRAME_SIZE, FRAME_SIZE, 3] uint8 RGB. With ``lead``, the first
+    :data:`LEAD_SHARE` of the frames show that expression (rising, then fading back to neutral)
+    and the face cue ``cls`` rises only after it."""
     t = face_template()
     # Camera response (contrast, brightness, colour cast) is affine per channel, so it commutes
     # with alpha compositing: apply it to the background once and to each warped face.
@@ -296,7 +308,9 @@ def render_frames(cls: str, intensity: float, n_frames: int, shot: FaceShot, rng
     # Sensor noise: random windows into one noise field, far cheaper than fresh noise per frame.
     pad = 32
     noise = rng.standard_normal((FRAME_SIZE + pad, FRAME_SIZE + pad, 3), dtype=np.float32) * shot.noise_sigma
-    curve = intensity * onset_curve(n_frames, rng)
+    n_lead = int(round(LEAD_SHARE * n_frames)) if lead and n_frames >= 4 else 0
+    curve = intensity * np.concatenate([lead_curve(n_lead), onset_curve(n_frames - n_lead, rng)])
+    classes = [lead] * n_lead + [cls] * (n_frames - n_lead)
     scale = shot.face_px / _FACE_SIZE_PX
     phase = rng.uniform(0, 2 * np.pi, 2)
     offsets = rng.integers(0, pad, (n_frames, 2))
@@ -309,7 +323,7 @@ def render_frames(cls: str, intensity: float, n_frames: int, shot: FaceShot, rng
         m = cv2.getRotationMatrix2D(_FACE_CENTRE, shot.rotation_deg + 0.8 * dx, scale)
         m[0, 2] += shot.centre_xy[0] + dx - _FACE_CENTRE[0]
         m[1, 2] += shot.centre_xy[1] + dy - _FACE_CENTRE[1]
-        face = cv2.warpAffine(render_face(cls, float(curve[i])), m, size, flags=cv2.INTER_LINEAR,
+        face = cv2.warpAffine(render_face(classes[i], float(curve[i])), m, size, flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
         # Replicating the matte's border continues the collar and shoulders off the template's edge.
         alpha = cv2.warpAffine(t.person_alpha, m, size, flags=cv2.INTER_LINEAR,

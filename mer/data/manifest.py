@@ -30,6 +30,9 @@ class LabelSpec:
     classes: tuple[str, ...]
     has_valence: bool = False
     valence_range: tuple[float, float] = (-5.0, 5.0)
+    has_arousal: bool = False
+    has_frame_labels: bool = False
+    """Per-frame discrete labels (ABAW Expr files, :func:`read_frame_labels`) over the same classes."""
 
     @property
     def num_classes(self) -> int:
@@ -60,6 +63,9 @@ class Sample:
     discrete: str | None = None
     valence: float | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    arousal: float | None = None
+    frame_labels: str | None = None
+    """A per-frame label file (one class index per video frame, -1 = unannotated), or ``None``."""
 
     @property
     def is_labelled(self) -> bool:
@@ -102,8 +108,10 @@ class Manifest:
             if s.discrete is not None and s.discrete not in self.label_spec.classes:
                 raise ValueError(f"{self.dataset}: sample {s.name} has label {s.discrete!r}, "
                                  f"not one of {list(self.label_spec.classes)}")
-            if s.valence is not None and not math.isfinite(s.valence):
-                raise ValueError(f"{self.dataset}: sample {s.name} has a non-finite valence")
+            for dim in ("valence", "arousal"):
+                value = getattr(s, dim)
+                if value is not None and not math.isfinite(value):
+                    raise ValueError(f"{self.dataset}: sample {s.name} has a non-finite {dim}")
         self._by_name = {s.name: s for s in self.samples}
 
     # --- access ---------------------------------------------------------------------------
@@ -167,6 +175,8 @@ class Manifest:
             header = {"dataset": self.dataset, "classes": list(self.label_spec.classes),
                       "has_valence": self.label_spec.has_valence,
                       "valence_range": list(self.label_spec.valence_range),
+                      "has_arousal": self.label_spec.has_arousal,
+                      "has_frame_labels": self.label_spec.has_frame_labels,
                       "train_split": self.train_split, "root": self.root}
             f.write(json.dumps({"manifest": header}, ensure_ascii=False) + "\n")
             for s in self.samples:
@@ -178,7 +188,8 @@ class Manifest:
         with open(path, encoding="utf-8") as f:
             header = json.loads(f.readline())["manifest"]
             samples = [Sample.from_json(json.loads(line)) for line in f if line.strip()]
-        spec = LabelSpec(tuple(header["classes"]), header["has_valence"], tuple(header["valence_range"]))
+        spec = LabelSpec(tuple(header["classes"]), header["has_valence"], tuple(header["valence_range"]),
+                         bool(header.get("has_arousal", False)), bool(header.get("has_frame_labels", False)))
         return cls(header["dataset"], spec, samples, header["train_split"], header.get("root"))
 
 
@@ -189,3 +200,34 @@ def label_arrays(samples: Sequence[Sample], spec: LabelSpec):
     y = np.array([spec.index(s.discrete) if s.discrete is not None else -1 for s in samples], dtype=np.int64)
     v = np.array([s.valence if s.valence is not None else np.nan for s in samples], dtype=np.float32)
     return y, v
+
+
+def arousal_array(samples: Sequence[Sample]):
+    """``[N]`` float32 arousal, nan where unknown."""
+    import numpy as np
+
+    return np.array([s.arousal if s.arousal is not None else np.nan for s in samples], dtype=np.float32)
+
+
+def read_frame_labels(path: str | os.PathLike, num_classes: int):
+    """A per-frame label file as ``[F]`` int64: the ABAW Expr format (an optional header line of
+    class names, then one class index per video frame; ``-1`` = not annotated). Raises
+    ``ValueError`` naming the file and line for anything else."""
+    import numpy as np
+
+    values = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or (i == 1 and not line.lstrip("-").isdigit()):
+                continue
+            try:
+                k = int(line)
+            except ValueError:
+                raise ValueError(f"{path}:{i}: {line!r} is not a class index") from None
+            if not -1 <= k < num_classes:
+                raise ValueError(f"{path}:{i}: class index {k} is outside [-1, {num_classes - 1}]")
+            values.append(k)
+    if not values:
+        raise ValueError(f"{path}: no frame labels")
+    return np.asarray(values, np.int64)

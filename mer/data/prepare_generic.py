@@ -9,6 +9,10 @@ Columns (JSONL: keys; only ``name`` is required)::
     text_<lang>               transcript in ``<lang>`` (``text_chinese``, ``text_english`` ...)
     discrete                  class string; empty = unknown
     valence                   number; empty (or the -10 placeholder) = unknown
+    arousal                   number; empty = unknown (a regression head is trained when any is known)
+    frame_labels              per-frame class file (ABAW Expr format: an optional header line, then
+                              one class index per video frame, -1 = unannotated); a row without
+                              ``discrete`` takes its most frequent annotated frame class
 
 Any other column is kept, per sample, in ``Sample.meta`` (speaker, duration, ...). An empty
 transcript cell is an empty transcript (``''``). Errors name the file, the row and the sample.
@@ -29,7 +33,8 @@ LAYOUT = "generic"
 MEDIA_COLUMNS = {"video": "video_path", "audio": "audio_path", "face": "face_path"}
 PLAIN_TEXT_COLUMNS = ("text", "transcript")
 TEXT_PREFIX = "text_"
-KNOWN_COLUMNS = {"name", "split", "discrete", "valence", *MEDIA_COLUMNS, *PLAIN_TEXT_COLUMNS}
+KNOWN_COLUMNS = {"name", "split", "discrete", "valence", "arousal", "frame_labels", *MEDIA_COLUMNS,
+                 *PLAIN_TEXT_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -127,9 +132,40 @@ def _row_sample(row: dict[str, Any], row_no: int, ctx: _Context) -> Sample:
     meta = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS and not k.startswith(TEXT_PREFIX)
             and not _empty(v)}
     discrete = None if _empty(row.get("discrete")) else str(row["discrete"]).strip()
+    frame_labels = None
+    if not _empty(row.get("frame_labels")):
+        path = Path(str(row["frame_labels"]).strip()).expanduser()
+        path = path if path.is_absolute() else ctx.root / path
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: frame_labels file {path} does not exist")
+        frame_labels = str(path)
+    try:
+        arousal = parse_valence(row.get("arousal"), where)
+    except ValueError as e:
+        raise ValueError(str(e).replace(": valence ", ": arousal ", 1)) from None
     return Sample(name=name, split=split, **_media(row, ctx, where),
                   transcripts=_transcripts(row, ctx, where), discrete=discrete,
-                  valence=parse_valence(row.get("valence"), where), meta=meta)
+                  valence=parse_valence(row.get("valence"), where), meta=meta,
+                  arousal=arousal, frame_labels=frame_labels)
+
+
+def _with_frame_majority(samples: list[Sample], classes: Sequence[str], where: Path) -> list[Sample]:
+    """Rows with per-frame labels but no ``discrete``: the most frequent annotated frame class."""
+    import dataclasses
+
+    import numpy as np
+
+    from .manifest import read_frame_labels
+
+    out = []
+    for s in samples:
+        if s.discrete is None and s.frame_labels is not None and s.split is not None:
+            frames = read_frame_labels(s.frame_labels, len(classes))
+            known = frames[frames >= 0]
+            if len(known):
+                s = dataclasses.replace(s, discrete=classes[int(np.bincount(known, minlength=len(classes)).argmax())])
+        out.append(s)
+    return out
 
 
 def _label_spec(samples: Sequence[Sample], classes: Sequence[str] | None, ctx: _Context,
@@ -150,8 +186,13 @@ def _label_spec(samples: Sequence[Sample], classes: Sequence[str] | None, ctx: _
         if s.valence is not None and not low <= s.valence <= high:
             raise ValueError(f"{where}: valence {s.valence} is outside valence_range {list(valence_range)}; "
                              f"leave the cell empty for unknown or pass valence_range=")
+        if s.arousal is not None and not low <= s.arousal <= high:
+            raise ValueError(f"{where}: arousal {s.arousal} is outside valence_range {list(valence_range)} "
+                             f"(shared by both dimensions)")
     has_valence = any(s.valence is not None for s in samples)
-    return LabelSpec(tuple(classes), has_valence=has_valence, valence_range=(float(low), float(high)))
+    return LabelSpec(tuple(classes), has_valence=has_valence, valence_range=(float(low), float(high)),
+                     has_arousal=any(s.arousal is not None for s in samples),
+                     has_frame_labels=any(s.frame_labels is not None for s in samples))
 
 
 @RECIPES.register(LAYOUT)
@@ -180,6 +221,11 @@ def prepare_generic(root: str | os.PathLike, *, manifest: str | os.PathLike, lan
     rows = read_rows(source)
     samples = [_row_sample(row, row_no, ctx) for row_no, row in enumerate(rows, start=1)]
     check_names([s.name for s in samples], source)
+    if any(s.frame_labels is not None and s.discrete is None for s in samples):
+        if classes is None:
+            raise ValueError(f"{source}: rows with frame_labels and no discrete label need classes=[...] "
+                             f"(the class names of the frame indices, in index order)")
+        samples = _with_frame_majority(samples, list(classes), source)
     spec = _label_spec(samples, None if classes is None else list(classes), ctx,
                        (float(valence_range[0]), float(valence_range[1])))
     return Manifest(dataset or root.name, spec, samples, train_split=train_split, root=str(root))

@@ -174,6 +174,103 @@ def cut_span(seq: np.ndarray, a: float, b: float) -> np.ndarray:
     return seq[lo:hi]
 
 
+class WindowPlan:
+    """Where each window of a windowed bundle comes from: ``owner[k]`` (the sample's row),
+    ``start[k]`` and ``length[k]`` (its steps on the reference stream), and ``ref_lengths[i]``."""
+
+    def __init__(self, owner: np.ndarray, start: np.ndarray, length: np.ndarray, ref_lengths: np.ndarray) -> None:
+        self.owner, self.start, self.length, self.ref_lengths = owner, start, length, ref_lengths
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.ref_lengths)
+
+    def mean_rows(self, values: np.ndarray) -> np.ndarray:
+        """Per-window values ``[K, ...]`` -> per-sample mean over its windows ``[N, ...]``."""
+        total = np.zeros((self.n_samples, *values.shape[1:]), np.float64)
+        np.add.at(total, self.owner, values)
+        count = np.bincount(self.owner, minlength=self.n_samples).reshape(-1, *([1] * (values.ndim - 1)))
+        return (total / np.maximum(count, 1)).astype(values.dtype)
+
+    def merge_steps(self, values: np.ndarray) -> np.ndarray:
+        """Per-window per-step values ``[K, w, ...]`` -> ``[N, T, ...]`` on the reference stream,
+        averaged where windows overlap (zero past a sample's length)."""
+        T = max(int(self.ref_lengths.max(initial=0)), 1)
+        out = np.zeros((self.n_samples, T, *values.shape[2:]), values.dtype)
+        for i in range(self.n_samples):
+            ks = np.flatnonzero(self.owner == i)
+            n = int(self.ref_lengths[i])
+            if n == 0 or len(ks) == 0:
+                continue
+            out[i, :n] = merge_windows([values[k, :self.length[k]] for k in ks], self.start[ks], n)
+        return out
+
+
+def window_bundle(bundle, size: int, hop: int, reference: str | None = None):
+    """Cut every frame-level stream of ``bundle`` into windows of ``size`` steps every ``hop``
+    (:func:`window_starts`) on the ``reference`` stream (default: each sample's longest stream);
+    other frame-level streams are cut at the same fractions of their span (:func:`cut_span`), so
+    unaligned streams stay in step; utterance-level rows repeat. Returns the windowed
+    :class:`~mer.data.bundle.FeatureBundle` (rows ``<name>#w<k>``) and its :class:`WindowPlan`."""
+    from .bundle import FeatureBundle, ModalityFeatures
+
+    seq = {m: f for m, f in bundle.modalities.items() if f.is_sequence}
+    n = len(bundle)
+    if reference is not None and reference not in seq:
+        raise KeyError(f"window reference {reference!r} is not a frame-level stream ({sorted(seq)})")
+    owner, starts, lengths, names = [], [], [], []
+    ref_len = np.zeros(n, np.int64)
+    spans: list[list[tuple[float, float]]] = []
+    for i in range(n):
+        lens = {m: int(f.lengths[i]) for m, f in seq.items()}
+        ref = reference or (max(lens, key=lambda m: lens[m]) if lens else None)
+        T = lens.get(ref, 0) if ref else 0
+        ref_len[i] = T
+        sp = window_spans(T, size, hop) if T > size else [(0.0, 1.0)]
+        st = window_starts(T, size, hop) if T > size else np.zeros(1, np.int64)
+        spans.append(sp)
+        for k, (a, b) in enumerate(sp):
+            owner.append(i)
+            starts.append(int(st[k]))
+            lengths.append(min(size, T) if T else 0)
+            names.append(f"{bundle.names[i]}#w{k}")
+    owner_arr = np.asarray(owner, np.int64)
+    mods = {}
+    for m, f in bundle.modalities.items():
+        if not f.is_sequence:
+            mods[m] = f.rows(owner_arr)
+            continue
+        pieces = []
+        for i, sp in enumerate(spans):
+            L = int(f.lengths[i])
+            for a, b in sp:
+                pieces.append(cut_span(f.X[i, :L], a, b) if L > 0 else None)
+        X, lens = pad_sequences(pieces, dim=f.dim)
+        mods[m] = ModalityFeatures(X, lens > 0, f.source, lens)
+    return FeatureBundle(names, mods), WindowPlan(owner_arr, np.asarray(starts, np.int64),
+                                                  np.asarray(lengths, np.int64), ref_len)
+
+
+def window_frame_targets(frames: np.ndarray, plan: WindowPlan) -> np.ndarray:
+    """Per-frame targets ``[N, T]`` (on the reference stream) cut like the windows: ``[K, w]``, -1 padded."""
+    w = max(int(plan.length.max(initial=0)), 1)
+    out = np.full((len(plan.owner), w), -1, np.int64)
+    for k, (i, s, L) in enumerate(zip(plan.owner, plan.start, plan.length)):
+        piece = frames[i, s:s + L]
+        out[k, :len(piece)] = piece
+    return out
+
+
+def frame_reference(bundle) -> str:
+    """The frame-level stream whose steps per-frame labels and outputs follow: ``visual`` (the
+    frames ABAW labels) when it is frame-level, else the first frame-level stream by name."""
+    seq = sorted(m for m, f in bundle.modalities.items() if f.is_sequence)
+    if not seq:
+        raise SystemExit("per-frame labels need a frame-level feature stream to be read on: set a frame-level "
+                         "extractor, e.g. features.visual.options.level=frame")
+    return "visual" if "visual" in seq else seq[0]
+
+
 # --- from the cache and the config ---------------------------------------------------------
 def load_frame_features(entry, names: Sequence[str], max_steps: int | None = None):
     """A frame-level cache entry's rows for ``names`` as padded

@@ -28,10 +28,46 @@ def score_predictions(y_true: np.ndarray, probs: np.ndarray, v_true: np.ndarray 
     return emotion_metrics(y_true[known], y_pred[known])
 
 
-def score_for_selection(metric: str, y_true, probs, v_true=None, v_pred=None) -> float:
-    """The epoch-selection score (higher is better): ``wf1``, ``acc`` or ``combined``."""
-    scores = score_predictions(y_true, probs, v_true, v_pred)
+def score_targets(targets, outputs, v_true=None, num_classes: int | None = None) -> dict[str, float]:
+    """Scores of the targets beyond class and valence, where labels and predictions exist:
+    ``valence_ccc`` and ``arousal_ccc`` (CCC over rows with a known value), ``va_ccc`` (their mean,
+    the ABAW VA score) and ``frame_f1`` (ABAW Expr: macro-F1 over every annotated frame and all
+    classes). ``targets``: a split's ``targets``; ``outputs``: the estimator's predictions."""
+    from .metrics import abaw_expr_score, ccc
+
+    out: dict[str, float] = {}
+    for name, truth in (("valence", v_true), ("arousal", targets.get("arousal"))):
+        pred = outputs.get(name)
+        if truth is not None and pred is not None and np.isfinite(truth).sum() >= 2:
+            out[f"{name}_ccc"] = ccc(truth, pred)
+    if "valence_ccc" in out and "arousal_ccc" in out:
+        out["va_ccc"] = (out["valence_ccc"] + out["arousal_ccc"]) / 2
+    frames, fprobs = targets.get("frames"), outputs.get("frame_probs")
+    if frames is not None and fprobs is not None:
+        T = min(frames.shape[1], fprobs.shape[1])
+        t, p = frames[:, :T], fprobs[:, :T].argmax(-1)
+        if (t >= 0).any():
+            out["frame_f1"] = abaw_expr_score(t, p, num_classes or fprobs.shape[-1])
+    return out
+
+
+def score_outputs(y_true, outputs, v_true=None, targets=None) -> dict[str, float]:
+    """:func:`score_predictions` plus :func:`score_targets` for one split's predictions."""
+    scores = score_predictions(y_true, outputs["probs"], v_true, outputs.get("valence"))
+    if targets or (v_true is not None and outputs.get("valence") is not None):
+        scores.update(score_targets(targets or {}, outputs, v_true))
+    return scores
+
+
+def score_for_selection(metric: str, y_true, probs, v_true=None, v_pred=None, *, outputs=None,
+                        targets=None) -> float:
+    """The epoch-selection score (higher is better): ``wf1``, ``acc``, ``combined``, or with
+    ``outputs`` / ``targets``: ``frame_f1``, ``arousal_ccc``, ``valence_ccc``, ``va_ccc``."""
+    if outputs is not None:
+        scores = score_outputs(y_true, outputs, v_true, targets)
+    else:
+        scores = score_predictions(y_true, probs, v_true, v_pred)
     if metric not in scores:
         raise ValueError(f"selection metric {metric!r} is not available here ({sorted(scores)}); "
-                         "'combined' needs valence labels")
+                         "'combined' needs valence labels, frame_f1 per-frame labels, arousal_ccc arousal")
     return scores[metric]

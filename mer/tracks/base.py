@@ -47,7 +47,7 @@ class TrackData:
 
     def select(self, modalities: Sequence[str]) -> "TrackData":
         def sel(s: Split) -> Split:
-            return Split(s.X.select(modalities), s.y, s.v, s.weight)
+            return s.with_features(s.X.select(modalities))
 
         return TrackData(sel(self.train), {k: sel(v) for k, v in self.tests.items()},
                          {k: sel(v) for k, v in self.views.items()}, {k: sel(v) for k, v in self.probes.items()},
@@ -92,28 +92,58 @@ class Strategy:
         return {}
 
 
+DIMENSION_LOSSES = ("mse", "ccc")
+
+
 @STRATEGIES.register("supervised")
 class SupervisedStrategy(Strategy):
     """Cross-entropy on the discrete label plus ``valence_weight`` x MSE on valence (MER2023 eq. 8,
-    weights 1:1 by default); rows with unknown valence contribute no valence loss."""
+    weights 1:1 by default); rows with unknown valence contribute no valence loss.
+
+    Where the data has them: ``arousal_weight`` x the same loss on arousal, and ``frame_weight`` x
+    cross-entropy over every annotated frame of per-frame labels (ABAW Expr). ``dimension_loss``:
+    ``mse`` (MER2023) or ``ccc`` (``1 - CCC`` over the batch, as ABAW VA systems train) for both
+    valence and arousal."""
 
     name = "supervised"
 
-    def __init__(self, valence_weight: float = 1.0, label_smoothing: float = 0.0, **options: Any) -> None:
+    def __init__(self, valence_weight: float = 1.0, label_smoothing: float = 0.0, arousal_weight: float = 1.0,
+                 frame_weight: float = 1.0, dimension_loss: str = "mse", **options: Any) -> None:
         super().__init__(**options)
+        if dimension_loss not in DIMENSION_LOSSES:
+            raise ValueError(f"dimension_loss must be one of {DIMENSION_LOSSES}, got {dimension_loss!r}")
         self.valence_weight = float(valence_weight)
         self.label_smoothing = float(label_smoothing)
+        self.arousal_weight = float(arousal_weight)
+        self.frame_weight = float(frame_weight)
+        self.dimension_loss = dimension_loss
+
+    def _dimension(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+        known = torch.isfinite(target)
+        if self.dimension_loss == "ccc":
+            from mer.training.losses import ccc_loss
+
+            return ccc_loss(pred, target) if int(known.sum()) >= 2 else None
+        return F.mse_loss(pred[known], target[known]) if known.any() else None
 
     def loss(self, outputs, batch):
         w = batch.get("weight")
         ce = F.cross_entropy(outputs["logits"], batch["y"], reduction="none",
                              label_smoothing=self.label_smoothing)
         loss = (ce * w).sum() / w.sum() if w is not None else ce.mean()
-        if "valence" in outputs and self.valence_weight > 0:
-            v = batch["v"]
-            known = torch.isfinite(v)
-            if known.any():
-                loss = loss + self.valence_weight * F.mse_loss(outputs["valence"][known], v[known])
+        for key, target, weight in (("valence", "v", self.valence_weight), ("arousal", "a", self.arousal_weight)):
+            if key in outputs and target in batch and weight > 0:
+                term = self._dimension(outputs[key], batch[target])
+                if term is not None:
+                    loss = loss + weight * term
+        if "frame_logits" in outputs and "frames" in batch and self.frame_weight > 0:
+            logits = outputs["frame_logits"]
+            frames = batch["frames"][:, :logits.shape[1]]
+            if frames.shape[1] < logits.shape[1]:
+                frames = F.pad(frames, (0, logits.shape[1] - frames.shape[1]), value=-1)
+            if bool((frames >= 0).any()):
+                loss = loss + self.frame_weight * F.cross_entropy(logits.flatten(0, 1), frames.flatten(),
+                                                                  ignore_index=-1)
         return loss
 
 

@@ -34,7 +34,7 @@ from .base import STRATEGIES, SupervisedStrategy, TrackData
 def _same_rows(view: Split, like: Split) -> Split:
     """The rows of ``view`` (a corrupted copy of the whole training split) for ``like``'s names,
     with ``like``'s targets and weights."""
-    return Split(view.X.take(like.names), like.y, like.v, like.weight)
+    return like.with_features(view.X.take(like.names))
 
 
 @STRATEGIES.register("noise_robust")
@@ -82,18 +82,25 @@ class NoiseRobustStrategy(SupervisedStrategy):
         return estimator.fit(concat_splits(parts), eval_set=eval_set, strategy=self)
 
     def augment(self, inputs, present, generator: torch.Generator):
-        """Modality dropout then feature noise on one training batch (new tensors, inputs untouched)."""
+        """Modality dropout then feature noise on one training batch (new tensors, inputs untouched).
+        Utterance level: ``inputs[m] [B, D]``, ``present[m] [B]``; frame level: ``[B, T, D]`` and
+        step masks ``[B, T]`` (a dropped modality loses every step; noise touches real steps only)."""
         mods = sorted(inputs)
         if self.modality_dropout > 0 and len(mods) > 1:
-            shown = torch.stack([present[m] for m in mods], dim=1)                          # [B, M]
+            shown = torch.stack([present[m] if present[m].dim() == 1 else present[m].any(1) for m in mods],
+                                dim=1)                                                      # [B, M]
             drop = torch.rand(shown.shape, generator=generator, device=shown.device) < self.modality_dropout
             keep = shown & ~drop
             nothing_left = ~keep.any(dim=1, keepdim=True)
             keep = torch.where(nothing_left, shown, keep)         # never hide every modality of a sample
-            present = {m: keep[:, i] for i, m in enumerate(mods)}
-            inputs = {m: inputs[m] * keep[:, i:i + 1].to(inputs[m].dtype) for i, m in enumerate(mods)}
+
+            def per_row(k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:   # [B] -> broadcastable to like
+                return k.view(-1, *([1] * (like.dim() - 1)))
+
+            present = {m: present[m] & per_row(keep[:, i], present[m]) for i, m in enumerate(mods)}
+            inputs = {m: inputs[m] * per_row(keep[:, i], inputs[m]).to(inputs[m].dtype) for i, m in enumerate(mods)}
         if self.feature_noise > 0:
-            inputs = {m: x + self.feature_noise * present[m].unsqueeze(1).to(x.dtype)
+            inputs = {m: x + self.feature_noise * present[m].unsqueeze(-1).to(x.dtype)
                       * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                       for m, x in inputs.items()}
         return inputs, present

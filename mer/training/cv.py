@@ -19,7 +19,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
-from mer.evaluation.scoring import score_predictions
+from mer.evaluation.scoring import score_outputs, score_predictions
 
 from .data import Split
 
@@ -38,16 +38,33 @@ def stratified_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.nd
 
 @dataclass
 class Predictions:
-    """Predictions for a set of names: ``probs [N, C]``, ``valence [N]`` or None."""
+    """Predictions for a set of names: ``probs [N, C]``, ``valence [N]`` or None; ``extra``: more
+    heads' outputs (``arousal [N]``, ``frame_probs [N, T, C]``)."""
 
     names: list[str]
     probs: np.ndarray
     valence: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def from_outputs(cls, names: list[str], out: Mapping[str, np.ndarray]) -> "Predictions":
+        return cls(names, out["probs"], out.get("valence"),
+                   {k: out[k] for k in EXTRA_OUTPUTS if k in out})
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        out = {"probs": self.probs, **self.extra}
+        if self.valence is not None:
+            out["valence"] = self.valence
+        return out
 
     def mean_with(self, others: Sequence["Predictions"]) -> "Predictions":
         allp = [self, *others]
         val = None if self.valence is None else np.mean([p.valence for p in allp], axis=0)
-        return Predictions(self.names, np.mean([p.probs for p in allp], axis=0), val)
+        extra = {k: np.mean([p.extra[k] for p in allp], axis=0) for k in self.extra}
+        return Predictions(self.names, np.mean([p.probs for p in allp], axis=0), val, extra)
+
+
+EXTRA_OUTPUTS = ("arousal", "frame_probs")
 
 
 @dataclass
@@ -91,6 +108,7 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
             raise ValueError(f"view {c!r} does not hold the training split's rows in its order")
     view_probs = {c: np.full((n, num_classes), np.nan, np.float32) for c in views}
     view_val = {c: np.full(n, np.nan, np.float32) for c in views} if estimator.has_valence else {}
+    oof_arousal = np.full(n, np.nan, np.float32) if "arousal" in train.targets else None
     folds, histories = [], []
     splits = stratified_folds(train.y, n_folds, seed)
     bar = tqdm(splits, desc=f"CV seed {seed}", unit="fold", disable=not progress, leave=False)
@@ -102,7 +120,10 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
         oof_probs[va] = out["probs"]
         if oof_val is not None:
             oof_val[va] = out["valence"]
-        scores = score_predictions(train.y[va], out["probs"], train.v[va], out.get("valence"))
+        if oof_arousal is not None:
+            oof_arousal[va] = out["arousal"]
+        held = train.rows(va)
+        scores = score_outputs(held.y, out, held.v, held.targets)
         rec = {"fold": k, "best_epoch": est.best_epoch_, "n_train": len(tr), "n_val": len(va), **scores}
         folds.append(rec)
         histories.append(est.history_)
@@ -115,16 +136,23 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
             view_probs[c][va] = vo["probs"]
             if c in view_val:
                 view_val[c][va] = vo["valence"]
-    oof = Predictions(train.names, oof_probs, oof_val)
-    fold_tests = {name: [Predictions(tests[name].names, o["probs"], o.get("valence")) for o in test_preds[name]]
+    oof = Predictions(train.names, oof_probs, oof_val, {} if oof_arousal is None else {"arousal": oof_arousal})
+    fold_tests = {name: [Predictions.from_outputs(tests[name].names, o) for o in test_preds[name]]
                   for name in keep_fold_tests if name in test_preds}
     tests_out = {}
     for name, outs in test_preds.items():
-        val = np.mean([o["valence"] for o in outs], axis=0) if estimator.has_valence else None
-        tests_out[name] = Predictions(tests[name].names, np.mean([o["probs"] for o in outs], axis=0), val)
+        per_fold = [Predictions.from_outputs(tests[name].names, o) for o in outs]
+        tests_out[name] = per_fold[0].mean_with(per_fold[1:])
     labelled = train.y >= 0
     oof_scores = score_predictions(train.y[labelled], oof_probs[labelled], train.v[labelled],
                                    None if oof_val is None else oof_val[labelled])
+    if oof_arousal is not None:
+        from mer.evaluation.scoring import score_targets
+
+        oof_scores.update(score_targets({"arousal": train.targets["arousal"][labelled]},
+                                        {"arousal": oof_arousal[labelled],
+                                         **({} if oof_val is None else {"valence": oof_val[labelled]})},
+                                        train.v[labelled]))
     view_oof = {c: Predictions(train.names, view_probs[c], view_val.get(c)) for c in views}
     view_scores = {c: score_predictions(train.y[labelled], p.probs[labelled], train.v[labelled],
                                         None if p.valence is None else p.valence[labelled])

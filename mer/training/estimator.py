@@ -46,7 +46,8 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
                  num_classes: int = 6, has_valence: bool = True, epochs: int = 100, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 32, grad_clip: float | None = None,
                  select_metric: str = "wf1", standardize: bool = True, seed: int = 0,
-                 device: str = "cpu", num_threads: int | None = 1) -> None:
+                 device: str = "cpu", num_threads: int | None = 1, window_size: int | None = None,
+                 window_hop: int | None = None, frame_reference: str | None = None) -> None:
         self.fusion = fusion
         self.fusion_params = fusion_params
         self.num_classes = num_classes
@@ -61,6 +62,9 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.device = device
         self.num_threads = num_threads
+        self.window_size = window_size
+        self.window_hop = window_hop
+        self.frame_reference = frame_reference
 
     # --- fitting ----------------------------------------------------------------------------
     def _level_split(self, split: Split) -> Split:
@@ -74,7 +78,60 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
             X = split.X.pooled()
         else:
             return split
-        return Split(X, split.y, split.v, split.weight)
+        return split.with_features(X)
+
+    def _is_frame_model(self) -> bool:
+        return getattr(load_fusion_models().get(self.fusion), "input_level", "utterance") == "frame"
+
+    def _windowed(self, split: Split):
+        """``(windowed split, WindowPlan)`` for a frame-level model with ``window_size`` set (each
+        window inherits its sample's utterance targets; per-frame targets are cut with it), else
+        ``(split, None)``."""
+        if not self.window_size or not self._is_frame_model() or not split.X.has_sequences:
+            return split, None
+        from mer.data.sequences import window_bundle, window_frame_targets
+
+        hop = int(self.window_hop or self.window_size)
+        X, plan = window_bundle(split.X, int(self.window_size), hop, self.frame_reference)
+        o = plan.owner
+        targets = {k: (window_frame_targets(t, plan) if k == "frames" else t[o]) for k, t in split.targets.items()}
+        return Split(X, split.y[o], split.v[o], None if split.weight is None else split.weight[o], targets), plan
+
+    @staticmethod
+    def _merge(out: dict[str, np.ndarray], plan) -> dict[str, np.ndarray]:
+        """Window predictions back to one per sample: the mean over its windows, per-frame
+        outputs averaged where windows overlap."""
+        if plan is None:
+            return out
+        merged = {k: plan.mean_rows(v) for k, v in out.items() if k != "frame_probs"}
+        if "frame_probs" in out:
+            merged["frame_probs"] = plan.merge_steps(out["frame_probs"])
+        return merged
+
+    def _build_model(self, train: Split):
+        model = build_fusion(self.fusion, self.input_dims_, self.num_classes, self.has_valence,
+                             **dict(self.fusion_params or {}))
+        arousal = "arousal" in train.targets
+        frames = "frames" in train.targets
+        if not (arousal or frames):
+            return model
+        from fusion.base import TargetHeads
+
+        if frames:
+            if not getattr(model, "frame_outputs", False):
+                raise SystemExit(f"fusion={self.fusion} gives no per-frame outputs; this dataset has per-frame "
+                                 f"labels: use fusion=lstm, gru or tcn")
+            from mer.data.sequences import frame_reference
+
+            model.frame_reference = self.frame_reference or frame_reference(train.X)
+        inputs, present, _ = to_tensors(train.rows(np.arange(min(2, len(train)))), "cpu", self.scalers_)
+        model.eval()
+        with torch.no_grad():
+            probe = model(inputs, present)
+        model.train()
+        return TargetHeads(model, probe["embedding"].shape[-1], arousal=arousal,
+                           frame_classes=self.num_classes if frames else None,
+                           frame_hidden=probe["frame_embedding"].shape[-1] if frames else None)
 
     def _scalers(self, train: Split) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         out = {}
@@ -101,15 +158,20 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         strategy = strategy or SupervisedStrategy()
         device = resolve_device(self.device)
         torch.manual_seed(self.seed)
-        train = self._level_split(train)
-        eval_set = self._level_split(eval_set) if eval_set is not None else None
+        train, _ = self._windowed(self._level_split(train))
+        eval_plan = None
+        if eval_set is not None:
+            eval_whole = self._level_split(eval_set)
+            eval_set, eval_plan = self._windowed(eval_whole)
         self.input_dims_ = train.X.dims
         self.scalers_ = self._scalers(train) if self.standardize else None
-        self.model_ = build_fusion(self.fusion, self.input_dims_, self.num_classes, self.has_valence,
-                                   **dict(self.fusion_params or {}))
+        self.model_ = self._build_model(train)
 
-        def score_fn(probs, valence, split):
-            return score_for_selection(self.select_metric, split.y, probs, split.v, valence)
+        def score_fn(pred, split):
+            if eval_plan is not None:         # windows -> samples, scored against the whole samples
+                pred, split = self._merge(pred, eval_plan), eval_whole
+            return score_for_selection(self.select_metric, split.y, pred["probs"], split.v, pred.get("valence"),
+                                       outputs=pred, targets=split.targets)
 
         with torch_threads(self.num_threads if device == "cpu" else None):
             result = train_loop(self.model_, strategy.loss, train, eval_set, score_fn=score_fn,
@@ -125,12 +187,14 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
 
     # --- prediction -------------------------------------------------------------------------
     def predict_outputs(self, split: Split) -> dict[str, np.ndarray]:
-        inputs, present, _ = to_tensors(self._level_split(split), "cpu", self.scalers_)
+        windows, plan = self._windowed(self._level_split(split))
+        inputs, present, _ = to_tensors(windows, "cpu", self.scalers_)
         with torch_threads(self.num_threads):
-            return predict(self.model_, inputs, present)
+            return self._merge(predict(self.model_, inputs, present), plan)
 
     def predict_proba(self, split: Split) -> np.ndarray:
         return self.predict_outputs(split)["probs"]
 
     def predict(self, split: Split) -> np.ndarray:
         return self.predict_proba(split).argmax(1)
+

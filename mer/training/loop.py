@@ -13,8 +13,8 @@ from mer.data.sequences import step_mask
 
 from .data import Split
 
-ScoreFn = Callable[[np.ndarray, np.ndarray | None, Split], float]
-"""(probs [N, C], valence [N] or None, split) -> metric, higher is better."""
+ScoreFn = Callable[[dict, Split], float]
+"""(predictions of :func:`predict`, split) -> metric, higher is better."""
 
 AugmentFn = Callable[[dict, dict, torch.Generator], tuple[dict, dict]]
 """(inputs {m: [B, D_m]}, present {m: [B]}, generator) -> augmented (inputs, present), training
@@ -51,6 +51,10 @@ def to_tensors(split: Split, device: str, scalers: Mapping[str, tuple[np.ndarray
         present[m] = torch.as_tensor(f.present, device=device)
     batch = {"y": torch.as_tensor(split.y, device=device),
              "v": torch.as_tensor(split.v, device=device)}
+    if "arousal" in split.targets:
+        batch["a"] = torch.as_tensor(split.targets["arousal"], dtype=torch.float32, device=device)
+    if "frames" in split.targets:
+        batch["frames"] = torch.as_tensor(split.targets["frames"], dtype=torch.int64, device=device)
     if split.weight is not None:
         batch["weight"] = torch.as_tensor(split.weight, dtype=torch.float32, device=device)
     return inputs, present, batch
@@ -62,18 +66,28 @@ def _take(d: Mapping[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.T
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, inputs, present, batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """``{'probs': [N, C], 'valence': [N] (if any), 'embedding': [N, H]}``."""
+    """``{'probs': [N, C], 'valence': [N], 'arousal': [N] (if any), 'embedding': [N, H],
+    'frame_probs': [N, T, C] (per-frame heads only, zero past each row's steps)}``."""
     model.eval()
     n = next(iter(inputs.values())).shape[0]
     outs: dict[str, list[np.ndarray]] = {}
+    frames: list[np.ndarray] = []
     for i in range(0, n, batch_size):
         idx = torch.arange(i, min(n, i + batch_size), device=next(iter(inputs.values())).device)
         o = model(_take(inputs, idx), _take(present, idx))
         outs.setdefault("probs", []).append(torch.softmax(o["logits"].float(), -1).cpu().numpy())
-        if "valence" in o:
-            outs.setdefault("valence", []).append(o["valence"].float().cpu().numpy())
+        for key in ("valence", "arousal"):
+            if key in o:
+                outs.setdefault(key, []).append(o[key].float().cpu().numpy())
         outs.setdefault("embedding", []).append(o["embedding"].float().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in outs.items()}
+        if "frame_logits" in o:
+            p = torch.softmax(o["frame_logits"].float(), -1) * o["frame_mask"].unsqueeze(-1)
+            frames.append(p.cpu().numpy())
+    result = {k: np.concatenate(v) for k, v in outs.items()}
+    if frames:                       # batches are trimmed to their own longest row: pad to one T
+        T = max(f.shape[1] for f in frames)
+        result["frame_probs"] = np.concatenate([np.pad(f, ((0, 0), (0, T - f.shape[1]), (0, 0))) for f in frames])
+    return result
 
 
 def train_loop(model: torch.nn.Module, loss_fn: Callable, train: Split, val: Split | None, *,
@@ -121,7 +135,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, train: Split, val: Spl
         record = {"epoch": epoch, "train_loss": total / max(count, 1)}
         if val is not None and score_fn is not None:
             pred = predict(model, va_inputs, va_present)
-            record["score"] = float(score_fn(pred["probs"], pred.get("valence"), val))
+            record["score"] = float(score_fn(pred, val))
         else:
             record["score"] = -record["train_loss"]
         best.history.append(record)

@@ -94,7 +94,7 @@ def evaluate(cfg: DictConfig, study_data: StudyData, *, seeds: Sequence[int], ob
     data = data or study_data.data
     streams = study_data.streams_for(cfg.get("modalities"))
     sel = data.select(streams)
-    tests = {k: Split(v.X.select(streams), v.y, v.v, v.weight) for k, v in (tests or {}).items()}
+    tests = {k: v.with_features(v.X.select(streams)) for k, v in (tests or {}).items()}
     strategy = make_strategy(cfg)
     est = make_estimator(cfg, study_data.manifest, study_data.metric, study_data.device)
     n_folds = int(cfg.train.n_folds)
