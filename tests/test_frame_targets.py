@@ -193,3 +193,17 @@ def test_window_setting_reaches_the_estimator():
     manifest = Manifest("x", spec, [])
     est = make_estimator(cfg, manifest, resolve_metric(cfg, manifest), "cpu")
     assert (est.window_size, est.window_hop, est.select_metric) == (1000, 200, "frame_f1")
+
+
+def test_windows_of_per_frame_labels_follow_the_label_stream():
+    """With a longer second stream, windows are still cut on the stream the frame labels live on."""
+    split = _seq_split(6, 3, T=(20, 30), with_frames=True)
+    rng = np.random.default_rng(0)
+    long_audio = [rng.normal(size=(3 * int(n), 4)).astype(np.float32) for n in split.X.modalities["visual"].lengths]
+    X, lengths = pad_sequences(long_audio, dim=4)
+    bundle = FeatureBundle(split.names, {**split.X.modalities, "audio": ModalityFeatures(X, lengths > 0, "t", lengths)})
+    split = split.with_features(bundle)
+    est = FusionEstimator("gru", num_classes=3, has_valence=False, window_size=8, window_hop=4)
+    windows, plan = est._windowed(split)
+    np.testing.assert_array_equal(plan.ref_lengths, split.X.modalities["visual"].lengths)
+    assert windows.X.modalities["visual"].lengths.max() <= 8

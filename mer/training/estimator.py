@@ -91,8 +91,13 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
             return split, None
         from mer.data.sequences import window_bundle, window_frame_targets
 
+        from mer.data.sequences import frame_reference
+
         hop = int(self.window_hop or self.window_size)
-        X, plan = window_bundle(split.X, int(self.window_size), hop, self.frame_reference)
+        reference = self.frame_reference
+        if reference is None and "frames" in split.targets:   # per-frame labels live on this stream's steps
+            reference = frame_reference(split.X)
+        X, plan = window_bundle(split.X, int(self.window_size), hop, reference)
         o = plan.owner
         targets = {k: (window_frame_targets(t, plan) if k == "frames" else t[o]) for k, t in split.targets.items()}
         return Split(X, split.y[o], split.v[o], None if split.weight is None else split.weight[o], targets), plan
