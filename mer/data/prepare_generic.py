@@ -149,7 +149,7 @@ def _row_sample(row: dict[str, Any], row_no: int, ctx: _Context) -> Sample:
                   arousal=arousal, frame_labels=frame_labels)
 
 
-def _with_frame_majority(samples: list[Sample], classes: Sequence[str], where: Path) -> list[Sample]:
+def _with_frame_majority(samples: list[Sample], classes: Sequence[str]) -> list[Sample]:
     """Rows with per-frame labels but no ``discrete``: the most frequent annotated frame class."""
     import dataclasses
 
@@ -159,7 +159,7 @@ def _with_frame_majority(samples: list[Sample], classes: Sequence[str], where: P
 
     out = []
     for s in samples:
-        if s.discrete is None and s.frame_labels is not None and s.split is not None:
+        if s.discrete is None and s.frame_labels is not None:
             frames = read_frame_labels(s.frame_labels, len(classes))
             known = frames[frames >= 0]
             if len(known):
@@ -225,7 +225,7 @@ def prepare_generic(root: str | os.PathLike, *, manifest: str | os.PathLike, lan
         if classes is None:
             raise ValueError(f"{source}: rows with frame_labels and no discrete label need classes=[...] "
                              f"(the class names of the frame indices, in index order)")
-        samples = _with_frame_majority(samples, list(classes), source)
+        samples = _with_frame_majority(samples, list(classes))
     spec = _label_spec(samples, None if classes is None else list(classes), ctx,
                        (float(valence_range[0]), float(valence_range[1])))
     return Manifest(dataset or root.name, spec, samples, train_split=train_split, root=str(root))

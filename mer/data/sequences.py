@@ -226,8 +226,7 @@ def window_bundle(bundle, size: int, hop: int, reference: str | None = None):
         ref = reference or (max(lens, key=lambda m: lens[m]) if lens else None)
         T = lens.get(ref, 0) if ref else 0
         ref_len[i] = T
-        sp = window_spans(T, size, hop) if T > size else [(0.0, 1.0)]
-        st = window_starts(T, size, hop) if T > size else np.zeros(1, np.int64)
+        sp, st = window_spans(T, size, hop), window_starts(T, size, hop)   # one window when T <= size
         spans.append(sp)
         for k, (a, b) in enumerate(sp):
             owner.append(i)

@@ -28,7 +28,7 @@ def score_predictions(y_true: np.ndarray, probs: np.ndarray, v_true: np.ndarray 
     return emotion_metrics(y_true[known], y_pred[known])
 
 
-def score_targets(targets, outputs, v_true=None, num_classes: int | None = None) -> dict[str, float]:
+def score_targets(targets, outputs, v_true=None) -> dict[str, float]:
     """Scores of the targets beyond class and valence, where labels and predictions exist:
     ``valence_ccc`` and ``arousal_ccc`` (CCC over rows with a known value), ``va_ccc`` (their mean,
     the ABAW VA score) and ``frame_f1`` (ABAW Expr: macro-F1 over every annotated frame and all
@@ -47,7 +47,7 @@ def score_targets(targets, outputs, v_true=None, num_classes: int | None = None)
         T = min(frames.shape[1], fprobs.shape[1])
         t, p = frames[:, :T], fprobs[:, :T].argmax(-1)
         if (t >= 0).any():
-            out["frame_f1"] = abaw_expr_score(t, p, num_classes or fprobs.shape[-1])
+            out["frame_f1"] = abaw_expr_score(t, p, fprobs.shape[-1])
     return out
 
 

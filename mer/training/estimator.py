@@ -71,8 +71,7 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         """The split at the level the fusion model reads: frame-level features mean-pooled over
         their real steps for an utterance-level model; utterance-level features as one-step
         sequences for a frame-level one."""
-        level = getattr(load_fusion_models().get(self.fusion), "input_level", "utterance")
-        if level == "frame":
+        if self._is_frame_model():
             X = split.X.as_sequences()
         elif split.X.has_sequences:
             X = split.X.pooled()
@@ -91,16 +90,20 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
             return split, None
         from mer.data.sequences import window_bundle, window_frame_targets
 
-        from mer.data.sequences import frame_reference
-
         hop = int(self.window_hop or self.window_size)
-        reference = self.frame_reference
-        if reference is None and "frames" in split.targets:   # per-frame labels live on this stream's steps
-            reference = frame_reference(split.X)
+        # per-frame labels live on the frame stream's steps; otherwise each sample's longest stream
+        reference = self._frame_stream(split) if "frames" in split.targets else self.frame_reference
         X, plan = window_bundle(split.X, int(self.window_size), hop, reference)
         o = plan.owner
         targets = {k: (window_frame_targets(t, plan) if k == "frames" else t[o]) for k, t in split.targets.items()}
         return Split(X, split.y[o], split.v[o], None if split.weight is None else split.weight[o], targets), plan
+
+    def _frame_stream(self, split: Split) -> str:
+        """The stream per-frame labels and outputs follow: ``frame_reference``, else the default
+        rule of :func:`mer.data.sequences.frame_reference`."""
+        from mer.data.sequences import frame_reference
+
+        return self.frame_reference or frame_reference(split.X)
 
     @staticmethod
     def _merge(out: dict[str, np.ndarray], plan) -> dict[str, np.ndarray]:
@@ -126,9 +129,7 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
             if not getattr(model, "frame_outputs", False):
                 raise SystemExit(f"fusion={self.fusion} gives no per-frame outputs; this dataset has per-frame "
                                  f"labels: use fusion=lstm, gru or tcn")
-            from mer.data.sequences import frame_reference
-
-            model.frame_reference = self.frame_reference or frame_reference(train.X)
+            model.frame_reference = self._frame_stream(train)
         inputs, present, _ = to_tensors(train.rows(np.arange(min(2, len(train)))), "cpu", self.scalers_)
         model.eval()
         with torch.no_grad():
