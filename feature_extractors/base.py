@@ -55,6 +55,16 @@ class ExtractionFailure:
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """What an extractor reads of one sample: transcripts by language (the text itself, ``None``
+    when absent) and media by role (a file or folder path, ``None`` when the sample has none).
+    The cache fingerprints them by content and re-extracts a sample whose inputs changed."""
+
+    texts: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    files: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExtractContext:
     """Where an extraction runs: shared intermediate caches (face crops, ASR transcripts) live
     under ``<cache_root>/<dataset>/<condition>/``. ``None`` fields: no shared cache."""
@@ -117,6 +127,23 @@ class Extractor:
         return {"extractor": self.name, "modality": self.modality, "level": self.level,
                 "version": self.version, "config": _cache_relevant(self.config_dict()),
                 "weights": self.weights_digest(), "state": self.state_digest()}
+
+    def inputs(self, sample: Sample) -> Inputs:
+        """What this extractor reads of ``sample`` (its feature is stale when these change).
+        Default by modality: text, the transcript in ``config.language`` (every transcript when
+        the config names none); audio, the file it decodes (``audio_path``, else ``video_path``);
+        visual, the released face crops and the video. Override when an extractor reads more
+        (or less) than that."""
+        if self.modality == "text":
+            language = getattr(self.config, "language", None)
+            if language:
+                return Inputs(texts={language: sample.text(language)})
+            return Inputs(texts=dict(sample.transcripts))
+        if self.modality == "audio":
+            return Inputs(files={"audio": sample.audio_path or sample.video_path})
+        if self.modality == "visual":
+            return Inputs(files={"face": sample.face_path, "video": sample.video_path})
+        return Inputs()
 
     # --- work -----------------------------------------------------------------------------
     def fit(self, samples: Sequence[Sample]) -> "Extractor":

@@ -14,19 +14,23 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from mer.errors import run_cli, user_errors
 from mer.setup_env import configure_environment
 
 configure_environment()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="corrupt")
+@user_errors
 def main(cfg: DictConfig) -> None:
     from collections import Counter
     from pathlib import Path
 
     from mer.data.corrupt import CorruptionSettings, corrupt_manifest, corrupted_root, parse_condition
+    from mer.config_check import check_config
     from mer.pipeline import dataset_cache_id, load_manifest, plain
 
+    check_config(cfg)
     manifest = load_manifest(cfg)
     condition = parse_condition(str(cfg.condition))
     settings = CorruptionSettings.from_config(plain(cfg.corruption))
@@ -53,4 +57,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -15,16 +15,20 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from mer.errors import run_cli, user_errors
 from mer.setup_env import configure_environment
 
 configure_environment()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@user_errors
 def main(cfg: DictConfig) -> None:
+    from mer.config_check import check_config
     from mer.features import extract_all
     from mer.training.estimator import resolve_device
 
+    check_config(cfg)
     rows = extract_all(cfg, resolve_device(str(cfg.device)))
     print_rows(rows)
 
@@ -44,4 +48,4 @@ def print_rows(rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -68,8 +68,13 @@ def apply_asr_config(cfg: DictConfig, manifest: Manifest, dataset_id: str, condi
     if not todo:
         log.info("asr: every sample has a %s transcript; policy %s needs no ASR", language, policy)
         return manifest, None
-    cache_dir = feature_store(cfg).root / dataset_id / condition / "asr"
-    transcripts = transcribe_samples(todo, engine, cache_dir, progress=bool(cfg.progress))
+    from mer.cache.inputs import FingerprintCache
+
+    dataset_root = feature_store(cfg).root / dataset_id
+    # Media fingerprints (a transcript is redone when its file changes) are remembered in the
+    # dataset's file that its feature entries share, so each file is read once for all of them.
+    transcripts = transcribe_samples(todo, engine, dataset_root / condition / "asr", progress=bool(cfg.progress),
+                                     fingerprints=FingerprintCache(dataset_root / ".fingerprints.jsonl"))
     samples = apply_asr(manifest.samples, transcripts, language, policy, separator)
     merged = Manifest(manifest.dataset, manifest.label_spec, samples, manifest.train_split, manifest.root)
     return merged, asr_tag(engine, policy, separator)

@@ -24,6 +24,8 @@ from mer.features import apply_asr_config, fill_options, fill_stream, plan_strea
 from mer.data.bundle import FeatureBundle, ModalityFeatures
 from mer.data.manifest import Manifest, label_arrays
 from mer.data.recipes import prepare
+from mer.errors import UserError
+from mer.run_dirs import data_dataset_name
 from mer.evaluation.scoring import score_outputs
 from mer.tracking import build_tracker, git_commit
 from mer.training.cv import MultiSeedResult, Predictions
@@ -43,6 +45,7 @@ class RunResult:
     run_id: str | None = None
     tracking_uri: str | None = None
     ablation: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)      # lines the printed summary adds (no-input samples)
 
 
 def plain(node: Any) -> dict[str, Any]:
@@ -58,7 +61,8 @@ def plain(node: Any) -> dict[str, Any]:
 def load_manifest(cfg: DictConfig) -> Manifest:
     data = cfg.data
     options = plain(data.get("options"))
-    options.setdefault("dataset", str(data.name))
+    if options.get("dataset") is None:
+        options["dataset"] = data_dataset_name(data)
     if data.name == "demo" and not data.root:
         from mer.data.demo import demo_corpus
 
@@ -72,7 +76,68 @@ def load_manifest(cfg: DictConfig) -> Manifest:
         root = Path(str(data.root)).expanduser()
         if not root.is_dir():
             raise SystemExit(f"data.root={root} is not a folder")
-    return prepare(data.layout, root, **options)
+    try:
+        manifest = prepare(data.layout, root, **options)
+    except (ValueError, FileNotFoundError) as err:   # a recipe's complaint about the dataset's files
+        raise UserError(recipe_hint_as_override(str(err))) from err
+    return with_targets(manifest, data.get("targets"))
+
+
+def with_targets(manifest: Manifest, targets: Any) -> Manifest:
+    """The manifest learning ``data.targets``: ``discrete``, ``valence`` or both (a list); ``null``
+    = what the dataset has. A target the dataset lacks is a one-line error."""
+    import dataclasses
+
+    from mer.data.manifest import TARGETS
+
+    if targets is None:
+        return manifest
+    chosen = [str(targets)] if isinstance(targets, str) else [str(t) for t in targets]
+    unknown = [t for t in chosen if t not in TARGETS]
+    if unknown or not chosen:
+        raise UserError(f"data.targets={chosen}: expected discrete, valence or [discrete,valence]")
+    spec = manifest.label_spec
+    has = {"discrete": bool(spec.classes) and spec.has_discrete, "valence": spec.has_valence}
+    missing = [t for t in chosen if not has[t]]
+    if missing:
+        raise UserError(f"data.targets asks for {missing[0]}, which {manifest.dataset} has no labels of "
+                        f"(it has: {', '.join(t for t in TARGETS if has[t]) or 'none'}); set data.targets="
+                        f"{next((t for t in TARGETS if has[t]), 'null')}")
+    spec = dataclasses.replace(spec, has_discrete="discrete" in chosen, has_valence="valence" in chosen)
+    return Manifest(manifest.dataset, spec, manifest.samples, manifest.train_split, manifest.root,
+                    manifest.protocol)
+
+
+def check_labels(manifest: Manifest) -> None:
+    """Before any extraction (training runs): the training split has a label of the chosen
+    target, and every valence lies in the declared range."""
+    spec = manifest.label_spec
+    splits = manifest.splits
+    if manifest.train_split not in splits:
+        raise UserError(f"{manifest.dataset} has no split {manifest.train_split!r} to train on (splits: {splits})")
+    train = manifest.split(manifest.train_split)
+    target = "valence" if spec.valence_only else "discrete"
+    if not any(spec.has_target(s) for s in train):
+        other = "; set data.targets=valence" if target == "discrete" and any(s.valence is not None for s in train) \
+            else ""
+        raise UserError(f"{manifest.dataset}: no sample of split {manifest.train_split!r} has a {target} label "
+                        f"({len(train)} samples), so there is nothing to train on{other}")
+    if spec.has_valence:
+        low, high = spec.valence_range
+        for s in manifest.samples:
+            if s.valence is not None and not low <= s.valence <= high:
+                raise UserError(f"{manifest.dataset}: sample {s.name} ({s.split}) has valence {s.valence:g}, "
+                                f"outside the declared range [{low:g}, {high:g}]; fix the label or set "
+                                f"data.options.valence_range=[low,high]")
+
+
+def recipe_hint_as_override(message: str) -> str:
+    """A recipe speaks of its Python options ("pass check_media=False"); a run sets them as
+    ``data.options.<name>`` overrides, so the hint says that instead."""
+    import re
+
+    message = re.sub(r"\bpass (\w+)=(False|True)\b", lambda m: f"set data.options.{m[1]}={m[2].lower()}", message)
+    return re.sub(r"\bpass (\w+)=", r"set data.options.\1=", message)
 
 
 def dataset_cache_id(cfg: DictConfig, manifest: Manifest) -> str:
@@ -220,25 +285,66 @@ def resolve_metric(cfg: DictConfig, manifest: Manifest) -> str:
     if metric == "auto":
         if manifest.label_spec.has_frame_labels:
             return "frame_f1"
+        if manifest.label_spec.valence_only:
+            return VALENCE_ONLY_METRIC
         return "combined" if manifest.label_spec.has_valence else "wf1"
     if metric == "combined" and not manifest.label_spec.has_valence:
         raise SystemExit(f"track.metric=combined needs valence labels; {manifest.dataset} has none")
     return metric
 
 
-def make_splits(manifest: Manifest, bundle: FeatureBundle) -> tuple[Split, dict[str, Split]]:
+VALENCE_ONLY_METRIC = "non0_f1"
+"""Epoch selection on sentiment data: weighted F1 of the non-zero sentiment's sign, the score
+MERBench reports and selects on for CMU-MOSI/MOSEI and SIMS (it needs no sign flip, unlike MAE)."""
+
+
+def make_splits(manifest: Manifest, bundle: FeatureBundle,
+                protocol: str = "stratified") -> tuple[Split, dict[str, Split]]:
+    """The training rows (those with a label of the chosen target) and every other split, with
+    the samples' groups (when every training sample has one) and the fold ``protocol``."""
     spec = manifest.label_spec
-    train_samples = [s for s in manifest.split(manifest.train_split) if s.is_labelled]
+    vrange = tuple(spec.valence_range) if spec.valence_only else None
+    train_samples = [s for s in manifest.split(manifest.train_split) if spec.has_target(s)]
     y, v = label_arrays(train_samples, spec)
     X = bundle.take([s.name for s in train_samples])
-    train = Split(X, y, v, targets=extra_targets(train_samples, spec, X))
+    train = Split(X, y, v, targets=extra_targets(train_samples, spec, X), groups=sample_groups(train_samples),
+                  protocol=protocol, valence_range=vrange)
     tests = {}
     for sp in manifest.test_splits:
         samples = manifest.split(sp)
         yt, vt = label_arrays(samples, spec)
         Xt = bundle.take([s.name for s in samples])
-        tests[sp] = Split(Xt, yt, vt, targets=extra_targets(samples, spec, Xt))
+        tests[sp] = Split(Xt, yt, vt, targets=extra_targets(samples, spec, Xt), groups=sample_groups(samples),
+                          protocol=protocol, valence_range=vrange)
     return train, tests
+
+
+def sample_groups(samples) -> np.ndarray | None:
+    """``[N]`` the samples' groups (str), or None unless every one has a group."""
+    if not samples or any(s.group is None for s in samples):
+        return None
+    return np.asarray([s.group for s in samples], dtype=object)
+
+
+def resolve_protocol(cfg: DictConfig, manifest: Manifest, warn: bool = True) -> str:
+    """``train.protocol``; null: the dataset's own (IEMOCAP: ``logo``), else ``stratified``.
+    A protocol the training split cannot follow is a one-line error, before any extraction."""
+    from mer.training.folds import GROUP_PROTOCOLS, check_protocol
+
+    protocol = cfg.train.get("protocol") or manifest.protocol or "stratified"
+    train = [s for s in manifest.split(manifest.train_split) if manifest.label_spec.has_target(s)]
+    groups = [s.group for s in train]
+    n_folds = int(cfg.train.n_folds)
+    try:
+        check_protocol(str(protocol), groups if any(g is not None for g in groups) else None, n_folds,
+                       f"split {manifest.train_split!r} of {manifest.dataset}")
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if warn and protocol not in GROUP_PROTOCOLS and any(g is not None for g in groups):
+        log.warning("the samples carry groups (%d), but train.protocol=%s puts samples of one group in different "
+                    "folds; train.protocol=stratified_group or logo keeps them whole",
+                    len({g for g in groups if g is not None}), protocol)
+    return str(protocol)
 
 
 def extra_targets(samples, spec, X: FeatureBundle) -> dict[str, np.ndarray]:
@@ -275,9 +381,11 @@ def make_track_data(cfg: DictConfig, manifest: Manifest, bundle: FeatureBundle, 
     those rows leave the training split, join the pool and are scored as the ``heldout`` split.
     ``track.pool.splits``: ``all`` (every split but the training one) or a list: their rows join
     the pool as unlabelled, whatever labels they have."""
+    from mer.no_input import drop_no_input, no_input_mask
     from mer.tracks.semi import hide_labels
 
-    train, tests = make_splits(manifest, bundle)
+    train, tests = make_splits(manifest, bundle, resolve_protocol(cfg, manifest, warn=False))
+    train = drop_no_input(train)      # no feature in any modality: never trained on, never scored
     hide = cfg.track.get("hide_labels") or {}
     fraction = float(hide.get("fraction") or 0.0)
     pool_parts: list[tuple[Split, np.ndarray]] = []
@@ -309,6 +417,9 @@ def make_track_data(cfg: DictConfig, manifest: Manifest, bundle: FeatureBundle, 
         rows = concat_splits([Split(p.X, np.full(len(p), -1), np.full(len(p), np.nan, np.float32))
                               for p, _ in pool_parts])
         pool, truth = rows, np.concatenate([t for _, t in pool_parts])
+        keep = np.flatnonzero(~no_input_mask(pool.X))      # nothing to pseudo-label from
+        if len(keep) < len(pool):
+            pool, truth = pool.rows(keep), truth[keep]
     return TrackData(train, tests, pool=pool, pool_truth=truth)
 
 
@@ -368,11 +479,15 @@ def make_estimator(cfg: DictConfig, manifest: Manifest, metric: str, device: str
     window = dict((cfg.get("sequence") or {}).get("window") or {})
     return FusionEstimator(
         fusion=cfg.fusion.name, fusion_params=plain(cfg.fusion.get("params")),
-        num_classes=manifest.label_spec.num_classes, has_valence=manifest.label_spec.has_valence,
+        # sentiment data: a one-class discrete head, never trained (no cross-entropy) and never read
+        num_classes=manifest.label_spec.num_classes if manifest.label_spec.has_discrete else 1,
+        has_valence=manifest.label_spec.has_valence,
         epochs=int(t.epochs), lr=float(t.lr), weight_decay=float(t.weight_decay), batch_size=int(t.batch_size),
         grad_clip=t.get("grad_clip"), select_metric=metric, standardize=bool(t.standardize),
         seed=int(cfg.seed), device=device, num_threads=t.get("num_threads", 1),
-        window_size=window.get("size"), window_hop=window.get("hop"))
+        window_size=window.get("size"), window_hop=window.get("hop"),
+        selection=str(t.get("selection", "fold")), inner_fraction=float(t.get("inner_fraction", 0.15)),
+        patience=t.get("patience"), blend_linear=float(t.get("blend_linear") or 0.0))
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -381,12 +496,16 @@ def _fmt(mean: float, std: float, n: int) -> str:
 
 # --- outputs --------------------------------------------------------------------------------
 def predictions_frame(manifest: Manifest, preds: Predictions) -> pd.DataFrame:
-    classes = manifest.label_spec.classes
-    df = pd.DataFrame({"name": preds.names, "discrete": [classes[i] for i in preds.probs.argmax(1)]})
+    """``name, discrete[, valence][, arousal], p_<class>...``; sentiment data: ``name, valence``."""
+    spec = manifest.label_spec
+    classes = spec.classes if spec.has_discrete else ()
+    df = pd.DataFrame({"name": preds.names})
+    if classes:
+        df["discrete"] = [classes[i] for i in preds.probs.argmax(1)]
     if preds.valence is not None:
-        df["valence"] = np.clip(preds.valence, *manifest.label_spec.valence_range)
+        df["valence"] = np.clip(preds.valence, *spec.valence_range)
     if "arousal" in preds.extra:
-        df["arousal"] = np.clip(preds.extra["arousal"], *manifest.label_spec.valence_range)
+        df["arousal"] = np.clip(preds.extra["arousal"], *spec.valence_range)
     for i, c in enumerate(classes):
         df[f"p_{c}"] = preds.probs[:, i]
     return df
@@ -409,6 +528,11 @@ def write_submissions(cfg: DictConfig, manifest: Manifest, tests: Mapping[str, P
 
     written = {}
     target = out_dir / subdir
+    if manifest.label_spec.valence_only:
+        if cfg.data.get("submissions"):
+            log.info("sentiment data: no submission file (the schemas need a discrete column); the valences "
+                     "are in predictions/<split>.csv")
+        return written
     target.mkdir(parents=True, exist_ok=True)
     for track, sub in (cfg.data.get("submissions") or {}).items():
         if sub.split not in tests:
@@ -432,16 +556,31 @@ def default_out_dir(cfg: DictConfig) -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-        return Path(cfg.paths.runs_dir) / str(cfg.data.name) / str(cfg.track.name) / stamp
+        return Path(cfg.paths.runs_dir) / data_dataset_name(cfg.data) / str(cfg.track.name) / stamp
 
 
 def score_tests(preds: Mapping[str, Predictions], tests: Mapping[str, Split]) -> dict[str, float]:
     """``{<split>_<metric>: value}`` of the ensembled test predictions, for splits with labels."""
     out: dict[str, float] = {}
     for sp, p in preds.items():
-        sc = score_outputs(tests[sp].y, p.outputs(), tests[sp].v, tests[sp].targets)
+        sc = score_outputs(tests[sp].y, p.outputs(), tests[sp].v, tests[sp].targets, tests[sp].valence_range)
         out.update({f"{sp}_{k}": v for k, v in sc.items()})
     return out
+
+
+TABLE_SENTIMENT = ("non0_acc2", "non0_f1", "has0_acc2", "acc7", "mae", "corr")
+"""Sentiment scores the printed table shows (every one is in ``results.json``)."""
+
+
+def ensemble_oof_scores(result: MultiSeedResult, train: Split) -> dict[str, float]:
+    """Scores of the seed ensemble's out-of-fold predictions (each row's prediction is the mean
+    over seeds of a model that never saw it): the honest figure of what the test prediction, an
+    ensemble over folds and seeds, does."""
+    ens = result.oof_predictions()
+    known = (train.y >= 0) | (np.isfinite(train.v) if train.valence_range is not None else False)
+    out = {k: v[known] for k, v in ens.outputs().items()}
+    return score_outputs(train.y[known], out, train.v[known], {k: t[known] for k, t in train.targets.items()},
+                         train.valence_range)
 
 
 def results_row(ablation: Mapping[str, Any], fusion: str, n_seeds: int) -> dict[str, str]:
@@ -449,13 +588,20 @@ def results_row(ablation: Mapping[str, Any], fusion: str, n_seeds: int) -> dict[
     mods, summ = ablation["modalities"], ablation["cv"]
     row = {"modalities": "+".join(mods), "strategy": ablation.get("strategy", "supervised"),
            "fusion": fusion if len(mods) > 1 else "-"}
-    for k in ("wf1", "acc", "mse", "combined"):
+    for k in ("wf1", "acc", "mse", "combined", *TABLE_SENTIMENT):
         if f"cv_{k}" in summ:
             row[f"cv_{k}"] = _fmt(summ[f"cv_{k}"]["mean"], summ[f"cv_{k}"]["std"], n_seeds)
+    for k in ("wf1", "combined"):       # the official protocol's figure: best epoch on the scored fold
+        if f"official_{k}" in summ and f"cv_{k}" in summ:
+            row[f"official_{k}"] = _fmt(summ[f"official_{k}"]["mean"], summ[f"official_{k}"]["std"], n_seeds)
+    for k, v in (ablation.get("ensemble_oof") or {}).items():   # the fold x seed ensemble, out of fold
+        if k in ("wf1", "combined", *TABLE_SENTIMENT[:2]):
+            row[f"ens_oof_{k}"] = f"{v:.4f}"
     for k, ms in summ.items():          # out-of-fold scores of corrupted copies of the training clips
         if k.startswith("oof_") and k.endswith(("_wf1", "_combined")) and k.count("_") > 1:
             row[k] = _fmt(ms["mean"], ms["std"], n_seeds)
-    row.update({k: f"{v:.4f}" for k, v in ablation["test"].items() if k.endswith(("_wf1", "_combined"))})
+    row.update({k: f"{v:.4f}" for k, v in ablation["test"].items()
+                if k.endswith(("_wf1", "_combined", "_non0_acc2", "_non0_f1", "_mae"))})
     return row
 
 
@@ -469,10 +615,11 @@ def run_metrics(ablation: list[Mapping[str, Any]], n_seeds: int) -> dict[str, fl
         if n_seeds > 1:
             metrics[f"{k}_std"] = ms["std"]
     metrics.update({f"test_{k}": v for k, v in fused["test"].items()})
+    metrics.update({f"ens_oof_{k}": v for k, v in (fused.get("ensemble_oof") or {}).items()})
     for abl in ablation[:-1]:
         name = "+".join(abl["modalities"])
         metrics.update({f"unimodal_{name}_{k}": v["mean"] for k, v in abl["cv"].items()
-                        if k in {"cv_wf1", "cv_combined"}})
+                        if k in {"cv_wf1", "cv_combined", f"cv_{VALENCE_ONLY_METRIC}"}})
     return metrics
 
 
@@ -486,12 +633,17 @@ def write_predictions(out: Path, manifest: Manifest, train: Split, oof: Predicti
     pred_dir = out / "predictions"
     pred_dir.mkdir(exist_ok=True)
     oof_df = predictions_frame(manifest, oof)
-    oof_df.insert(1, "true", [classes[i] for i in train.y])
+    if manifest.label_spec.valence_only:
+        oof_df.insert(1, "true_valence", train.v)
+    else:
+        oof_df.insert(1, "true", [classes[i] for i in train.y])
     oof_df.to_csv(pred_dir / f"{manifest.train_split}-oof.csv", index=False)
     for sp, p in tests.items():
         predictions_frame(manifest, p).to_csv(pred_dir / f"{sp}.csv", index=False)
         if "frame_probs" in p.extra:
             frame_predictions(p, classes).to_csv(pred_dir / f"{sp}-frames.csv", index=False)
+    if manifest.label_spec.valence_only:
+        return pred_dir
     y_oof = oof.probs.argmax(1)
     per_class_table(train.y, y_oof, classes).to_csv(out / "per_class_cv.csv")
     plot_confusion_matrix(train.y, y_oof, classes, out / "confusion_matrix_cv.png",
@@ -524,7 +676,7 @@ def start_run(cfg: DictConfig, out_dir: str | os.PathLike | None, run_name: str,
     (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     device = resolve_device(str(cfg.device))
     tracker = build_tracker(cfg.get("tracking"), cfg.paths.runs_dir)
-    with tracker.start(run_name, tags={"track": str(cfg.track.name), "dataset": str(cfg.data.name),
+    with tracker.start(run_name, tags={"track": str(cfg.track.name), "dataset": data_dataset_name(cfg.data),
                                        **dict(tags or {}), "out_dir": str(out), **git_commit()}):
         tracker.log_params(resolved)
         manifest = load_manifest(cfg)
@@ -535,15 +687,20 @@ def start_run(cfg: DictConfig, out_dir: str | os.PathLike | None, run_name: str,
 
 def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
     """Walk the whole way for one config. Tests call this directly; ``python -m mer.run`` wraps it."""
+    from mer.config_check import check_config
+
+    check_config(cfg)                 # every value, before the manifest is read or a cache filled
     if cfg.track.get("runner"):   # a track with its own protocol (mer/tracks/ov.py, pll.py)
         from mer.tracks.base import get_runner
         return get_runner(str(cfg.track.runner))(cfg, out_dir)
     from mer.evaluation.reports import results_table
 
-    with start_run(cfg, out_dir, f"{cfg.data.name}-{cfg.track.name}-{cfg.fusion.name}",
+    with start_run(cfg, out_dir, f"{data_dataset_name(cfg.data)}-{cfg.track.name}-{cfg.fusion.name}",
                    {"fusion": str(cfg.fusion.name)}) as started:
         out, device, tracker, manifest = started.out, started.device, started.tracker, started.manifest
         t_start = started.t_start
+        check_labels(manifest)              # labels, valence range and fold protocol: before any extraction
+        protocol = resolve_protocol(cfg, manifest)
         clean = feature_set(cfg, manifest, device)
         bundle, feat_info, failures = clean.bundle, dict(clean.info), list(clean.failures)
         metric = resolve_metric(cfg, manifest)
@@ -551,6 +708,11 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
         n_folds = int(cfg.train.n_folds)
         strategy = build_strategy(cfg.track.strategy, **plain(cfg.track.get("strategy_options")))
         data = make_track_data(cfg, manifest, bundle, n_folds)
+        from mer.no_input import NoInput
+
+        no_input = NoInput.of(manifest, bundle, data.train)   # left out of training; test rows get the fallback
+        if no_input.count:
+            log.warning("%s", no_input.summary_line(manifest.train_split))
         if strategy.needs_pool and data.pool is None:
             raise SystemExit(f"track.strategy={cfg.track.strategy} needs an unlabelled pool: set track.pool.splits "
                              f"(all, or a list of {manifest.test_splits}) or track.hide_labels.fraction")
@@ -570,9 +732,10 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
                                         progress=bool(cfg.progress))
 
         def summarise(mods, res, strat_name):
-            preds = res.test_predictions()
+            preds = no_input.fill(res.test_predictions())
             main = {k: v for k, v in preds.items() if k in data.tests}
             return {"modalities": mods, "strategy": strat_name, "cv": res.summary(),
+                    "ensemble_oof": ensemble_oof_scores(res, data.train) if len(seeds) > 1 else {},
                     "test": score_tests(main, data.tests)}, main
 
         fused_mods = sorted(bundle.modalities)
@@ -603,8 +766,12 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
                 prefix = "baseline_curve" if label.endswith("(baseline)") else "curve"
                 metrics.update({f"{prefix}_{c}_wf1": v for c, v in pts.items()})
         metrics.update(strategy.report(result, data, out, list(manifest.label_spec.classes), tracker))
+        metrics["n_no_input"] = float(no_input.count)
         tracker.log_metrics(metrics)
+        no_input.write(out)
         pred_dir = write_predictions(out, manifest, data.train, result.oof_predictions(), fused_preds, fused_mods)
+        fold_record = record_folds(out, data.train, result, protocol)
+        tracker.log_params({f"folds.{k}": v for k, v in fold_record.items() if k != "held_out_groups"})
         subs = write_submissions(cfg, manifest, fused_preds, out)
         if base_preds is not None:
             write_submissions(cfg, manifest, base_preds, out, subdir=f"submissions/baseline-{base_name}")
@@ -614,18 +781,44 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
                    "strategy": strategy.name, "baseline": base_name if base_res is not None else None,
                    "robustness_curve": curves, "failures": len(failures),
                    "submissions": {k: str(v) for k, v in subs.items()},
-                   "seeds": seeds, "n_folds": n_folds, "seconds": round(time.perf_counter() - t_start, 1)}
+                   "seeds": seeds, "n_folds": n_folds, "protocol": protocol, "folds": fold_record,
+                   "targets": list(manifest.label_spec.targets),
+                   "no_input": no_input.record(manifest.train_split),
+                   "seconds": round(time.perf_counter() - t_start, 1)}
         (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
-        for p in [out / "results.json", out / "results.md", out / "per_class_cv.csv",
+        for p in [out / "results.json", out / "results.md", out / "per_class_cv.csv", out / "folds.csv",
                   out / "confusion_matrix_cv.png", out / "config_resolved.yaml", out / "failures.jsonl",
-                  out / "robustness_curve.png", out / "robustness_curve.csv"]:
+                  out / "no_input.csv", out / "robustness_curve.png", out / "robustness_curve.csv"]:
             if p.exists():
                 tracker.log_artifact(p)
         tracker.log_artifact(pred_dir, "predictions")
         if subs:
             tracker.log_artifact(out / "submissions", "submissions")
         tracker.log_metrics({"seconds_total": time.perf_counter() - t_start})
-        return RunResult(out, metrics, text_table, subs, tracker.run_id, tracker.uri, ablation)
+        notes = [line for line in [no_input.summary_line(manifest.train_split)] if line]
+        return RunResult(out, metrics, text_table, subs, tracker.run_id, tracker.uri, ablation, notes)
+
+
+def record_folds(out: Path, train: Split, result: MultiSeedResult, protocol: str) -> dict[str, Any]:
+    """``folds.csv`` (``name, group, seed, fold``: the fold each training row is held out in, per
+    seed) and the summary ``results.json`` and MLflow keep: protocol, folds, groups and a digest
+    of the assignment (two runs with one digest cross-validated on the same folds)."""
+    rows = []
+    for r in result.runs:
+        fold_of = np.full(len(train), -1, np.int64)
+        for k, va in enumerate(r.fold_val):
+            fold_of[va] = k
+        rows += [{"name": n, "group": None if train.groups is None else train.groups[i], "seed": r.seed,
+                  "fold": int(fold_of[i])} for i, n in enumerate(train.names)]
+    frame = pd.DataFrame(rows, columns=["name", "group", "seed", "fold"])
+    frame.to_csv(out / "folds.csv", index=False)
+    record: dict[str, Any] = {"protocol": protocol, "n_folds": len(result.runs[0].fold_val),
+                              "n_groups": 0 if train.groups is None else len(set(train.groups)),
+                              "assignment_sha1": hashlib.sha1(frame.to_csv(index=False).encode()).hexdigest()[:12]}
+    if train.groups is not None:
+        first = result.runs[0]
+        record["held_out_groups"] = [sorted({str(train.groups[i]) for i in va}) for va in first.fold_val]
+    return record
 
 
 def run_baseline(cfg: DictConfig, strategy: Strategy, result: MultiSeedResult, cv_with

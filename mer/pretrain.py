@@ -11,6 +11,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mer.errors import run_cli, user_errors
 from mer.setup_env import configure_environment
 
 configure_environment()
@@ -23,8 +24,10 @@ def run(cfg: DictConfig):
     from mer.pipeline import load_manifest
     from mer.pretraining.train import PretrainSettings, pretrain
     from mer.tracking import build_tracker, git_commit
+    from mer.config_check import check_config
     from mer.training.estimator import resolve_device
 
+    check_config(cfg)
     manifest = load_manifest(cfg)
     samples = [s for s in manifest.samples if not cfg.splits or s.split in set(cfg.splits)]
     if cfg.max_clips:
@@ -50,6 +53,7 @@ def run(cfg: DictConfig):
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+@user_errors
 def main(cfg: DictConfig) -> None:
     result = run(cfg)
     losses = ", ".join(f"{e}: {v:.4f}" for e, v in result.epoch_losses.items())
@@ -60,4 +64,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

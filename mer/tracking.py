@@ -2,7 +2,8 @@
 
 ``MLFLOW_TRACKING_URI`` (or ``tracking.uri``) points runs at a server instead. A run that raises is
 marked FAILED; nothing is written into the source tree (the store and artifacts live under
-``paths.runs_dir``).
+``paths.runs_dir``). Params and tags are logged with the credentials of any URL in them masked
+(:func:`mer.redact.mask_secrets`): ``tune.storage=postgresql://user:***@host/db``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import os
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from mer.redact import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,8 @@ class MlflowTracker:
     @contextlib.contextmanager
     def start(self, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator["MlflowTracker"]:
         mlflow, exp_id = self._client_setup()
-        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags or {}))
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name,
+                               tags={k: mask_secrets(str(v)) for k, v in (tags or {}).items()})
         self.run_id = run.info.run_id
         self._mlflow = mlflow
         try:
@@ -95,7 +99,7 @@ class MlflowTracker:
             mlflow.end_run(status="FINISHED")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+        flat = {k: mask_secrets(str(v))[:6000] for k, v in flatten(params).items()}   # no password in a param
         items = list(flat.items())
         for i in range(0, len(items), 100):
             self._mlflow.log_params(dict(items[i:i + 100]))
@@ -112,7 +116,7 @@ class MlflowTracker:
             self._mlflow.log_artifact(str(p), artifact_path=subdir)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self._mlflow.set_tags({k: mask_secrets(str(v)) for k, v in tags.items()})
 
 
 def build_tracker(cfg: Mapping[str, Any], runs_dir: str | os.PathLike):

@@ -1,13 +1,18 @@
 """Check a submission file against its track's schema and list every problem, not just the first.
 
     python -m submissions.validate FILE --track mer2023_multi --names NAMES.csv [--classes a,b,c]
+        [--no-input-names RUN/no_input.csv]
 
 exits 0 and prints ``OK: <n> rows ...`` for a valid file, exits 1 and prints every problem
 otherwise (2 for bad arguments). NAMES.csv is either a CSV with a ``name`` column (a label file
-works) or one name per line without a header.
+works) or one name per line without a header. ``--no-input-names`` (a run's ``no_input.csv``)
+lists the rows whose samples had no input, whose predictions are the run's fallback (a ``FLAGGED``
+line; they leave the file valid).
 
 The file is read with the ``csv`` module as text, not with pandas, so nothing is coerced: a
-label ``" happy"`` or a name ``"1e3"`` is seen exactly as the scorer will see it.
+label ``" happy"`` or a name ``"1e3"`` is seen exactly as the scorer will see it. It is read as a
+stream with a row and a byte budget set by the expected size (:func:`read_limits`), so a wrong
+file of hundreds of MB is refused at once (``too_large``) in bounded memory.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from submissions.schema import (
 
 PROBLEM_KINDS: dict[str, str] = {
     "unreadable": "the file is missing, not UTF-8 text, or not parseable as CSV",
+    "too_large": "the file holds far more rows or bytes than the expected names allow; not read whole",
     "empty_file": "the file has no header line",
     "file_name": "the track requires a different file name",
     "missing_columns": "a required column is not in the header",
@@ -47,6 +53,12 @@ PROBLEM_KINDS: dict[str, str] = {
 
 PREVIEW = 5
 """How many names or lines a message shows before it summarises the rest."""
+
+MAX_ROW_BYTES = 1024
+"""The most bytes one row of a valid submission plausibly takes (a name, a label, a valence)."""
+
+UNKNOWN_SIZE_MAX_ROWS = 200_000
+"""The most data rows read when neither the names nor the schema say how many to expect."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +135,13 @@ def check_file(path: Path, schema: SubmissionSchema, names: Sequence[str] | None
     allowed = schema.resolve_classes(classes)
     expected = expected_name_list(names)
     problems = _check_file_name(file_name, schema)
-    header, records, read_problems = _read_csv(path)
+    header, records, read_problems = _read_csv(path, read_limits(expected, schema))
     problems += read_problems
     if header is None:
         return problems
     problems += _check_header(header, schema)
+    if any(p.kind == "too_large" for p in read_problems):
+        return problems              # the rows read are a prefix: counting them would mislead
     problems += _check_row_lengths(header, records)
     if not records:
         problems.append(Problem("no_rows", "the file has a header but no data rows"))
@@ -144,12 +158,71 @@ def check_file(path: Path, schema: SubmissionSchema, names: Sequence[str] | None
 Record = tuple[int, list[str]]  # (line number in the file, fields)
 
 
-def _read_csv(path: Path) -> tuple[list[str] | None, list[Record], list[Problem]]:
-    """Header and data records; empty lines are skipped, as pandas does."""
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much of a file is read before it is refused as ``too_large``: ``max_rows`` data rows
+    and ``max_bytes`` bytes; ``basis`` says where the budget comes from, for the message."""
+
+    max_rows: int
+    max_bytes: int
+    basis: str
+
+
+def read_limits(expected: Sequence[str] | None, schema: SubmissionSchema) -> ReadLimits:
+    """The read budget for a submission: the expected row count (the names given, else the
+    schema's official size) plus a margin (10 %, at least 1000 rows) so that a near miss is still
+    read whole and every problem in it listed, at :data:`MAX_ROW_BYTES` per row."""
+    if expected is not None and schema.name_set == "exact":
+        known, basis = len(expected), f"{len(expected)} names are expected"
+    elif expected is None and schema.expected_rows:
+        known, basis = schema.expected_rows, f"the official {schema.name} list has {schema.expected_rows}"
+    else:
+        known, basis = None, "no row count is expected"
+    rows = UNKNOWN_SIZE_MAX_ROWS if known is None else known + max(1000, known // 10)
+    if known is None and expected is not None:
+        rows = max(rows, 10 * len(expected))
+    return ReadLimits(rows, (rows + 1) * MAX_ROW_BYTES, basis)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _bounded_lines(handle, max_chars: int) -> Iterable[str]:
+    """The lines of ``handle``, raising :class:`_TooLarge` once more than ``max_chars`` are read;
+    a line is read in bounded pieces, so one endless line costs no more than the budget."""
+    left = max_chars
+    while True:
+        line = handle.readline(left + 1)
+        if not line:
+            return
+        left -= len(line)
+        if left < 0:
+            raise _TooLarge
+        yield line
+
+
+def _read_csv(path: Path, limits: ReadLimits | None = None
+              ) -> tuple[list[str] | None, list[Record], list[Problem]]:
+    """Header and data records; empty lines are skipped, as pandas does. With ``limits``, a file
+    above the byte budget is refused before it is read, and reading stops (with a ``too_large``
+    problem and the rows read so far) past the row or byte budget."""
+    rows: list[Record] = []
     try:
+        if limits is not None and path.is_file() and path.stat().st_size > limits.max_bytes:
+            return None, [], [Problem("too_large", _too_large_bytes(path, limits))]
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle, strict=True)
-            rows = [(reader.line_num, row) for row in reader if row]
+            lines = _bounded_lines(handle, limits.max_bytes) if limits is not None else handle
+            reader = csv.reader(lines, strict=True)
+            for row in reader:
+                if not row:
+                    continue
+                rows.append((reader.line_num, row))
+                if limits is not None and len(rows) > limits.max_rows + 1:     # + the header
+                    header = rows[0][1]
+                    return header, rows[1:], [Problem("too_large", _too_large_rows(path, limits))]
+    except _TooLarge:
+        return (rows[0][1] if rows else None), rows[1:], [Problem("too_large", _too_large_bytes(path, limits))]
     except FileNotFoundError:
         return None, [], [Problem("unreadable", f"no such file: {path}")]
     except UnicodeDecodeError as err:
@@ -160,6 +233,18 @@ def _read_csv(path: Path) -> tuple[list[str] | None, list[Record], list[Problem]
     if not rows:
         return None, [], [Problem("empty_file", f"{path.name} is empty: no header line")]
     return rows[0][1], rows[1:], []
+
+
+def _too_large_bytes(path: Path, limits: ReadLimits) -> str:
+    size = f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "more than that"
+    return (f"{path.name} is {size}, but {limits.max_rows} rows of a submission take at most "
+            f"{limits.max_bytes / 1e6:.1f} MB ({limits.basis}); refused without reading it whole: "
+            f"is it the right file?")
+
+
+def _too_large_rows(path: Path, limits: ReadLimits) -> str:
+    return (f"{path.name} has more than {limits.max_rows} data rows ({limits.basis}); reading "
+            f"stopped there: is it the right file?")
 
 
 def _column(header: list[str], records: list[Record], column: str) -> list[tuple[int, str]]:
@@ -326,6 +411,9 @@ def _parser() -> argparse.ArgumentParser:
                                                    "or one name per line; without it the name "
                                                    "set and row count are not checked")
     parser.add_argument("--classes", help="comma-separated allowed labels (for --track generic)")
+    parser.add_argument("--no-input-names", type=Path, metavar="FILE",
+                        help="names of samples with no input (a run's no_input.csv): the file's rows "
+                             "for them, fallback predictions, are listed (they do not make it invalid)")
     return parser
 
 
@@ -337,16 +425,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:
         names = read_names(args.names) if args.names else None
+        no_input = read_names(args.no_input_names) if args.no_input_names else None
         problems = validate_submission(args.file, schema, names, classes)
     except (OSError, ValueError) as err:
         parser.error(str(err))  # exits 2
+    flagged = no_input_rows(args.file, no_input) if no_input and not problems else []
     if problems:
         print(f"INVALID: {args.file} as {schema.name}: {len(problems)} problem(s)")
         for problem in problems:
             print(f"  - {problem}")
         return 1
     print(_ok_message(args.file, schema, names))
+    if no_input is not None:
+        print(f"FLAGGED: {len(flagged)} row(s) are fallback predictions for samples with no input "
+              f"(listed in {args.no_input_names}){': ' + preview(flagged) if flagged else ''}")
     return 0
+
+
+def no_input_rows(path: str | Path, no_input_names: Iterable[str]) -> list[str]:
+    """The names of the submission's rows whose samples had no input (every modality missing):
+    a run writes their names to ``no_input.csv`` and gives them a fallback prediction (the
+    training prior), which this lets a reviewer see before uploading. In file order."""
+    header, records, _ = _read_csv(Path(path))
+    if header is None or NAME_COLUMN not in header:
+        return []
+    col, wanted = header.index(NAME_COLUMN), set(no_input_names)
+    return [row[col] for _, row in records if len(row) > col and row[col] in wanted]
 
 
 def _ok_message(path: Path, schema: SubmissionSchema, names: list[str] | None) -> str:
@@ -361,4 +465,6 @@ def _ok_message(path: Path, schema: SubmissionSchema, names: list[str] | None) -
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mer.errors import run_cli
+
+    run_cli(main)

@@ -237,13 +237,19 @@ def test_second_process_waits_for_the_lock_then_finds_the_work_done(engine, tone
 
 def test_retry_failures_redoes_only_failures(engine, tones, tmp_path):
     cache = tmp_path / "asr"
-    broken = Sample("late", "train", audio_path=str(tmp_path / "late.wav"))
-    assert transcribe_samples([broken], engine, cache, progress=False)["late"].failure_reason == "missing_file"
-    sf.write(tmp_path / "late.wav", np.zeros(SR, np.float32), SR)     # the file appears later
+    sf.write(tmp_path / "bad.wav", np.zeros(0, np.float32), SR)            # decodes to no audio
+    broken = Sample("bad", "train", audio_path=str(tmp_path / "bad.wav"))
+    assert transcribe_samples([broken], engine, cache, progress=False)["bad"].failure_reason == "empty_audio"
     CountingWhisper.calls = 0
-    assert not transcribe_samples([broken], engine, cache, progress=False)["late"].ok   # failure is "done"
+    assert not transcribe_samples([broken], engine, cache, progress=False)["bad"].ok   # failure is "done"
     fixed = transcribe_samples([broken, *tones[:1]], engine, cache, progress=False, retry_failures=True)
-    assert fixed["late"].ok and CountingWhisper.calls == 2
+    assert fixed["tone0"].ok and not fixed["bad"].ok
+    assert CountingWhisper.calls == 1                       # the bad clip was decoded again: no audio
+    # a missing file that appears later is a changed input: transcribed without retry_failures
+    late = Sample("late", "train", audio_path=str(tmp_path / "late.wav"))
+    assert transcribe_samples([late], engine, cache, progress=False)["late"].failure_reason == "missing_file"
+    sf.write(tmp_path / "late.wav", np.zeros(SR, np.float32), SR)
+    assert transcribe_samples([late], engine, cache, progress=False)["late"].ok and CountingWhisper.calls == 2
 
 
 def test_cache_key_follows_what_changes_the_words():

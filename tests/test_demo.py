@@ -162,21 +162,27 @@ def test_leftover_partial_is_not_complete_and_is_replaced(tmp_path):
     assert not partial.exists()
 
 
-def test_crash_during_generation_leaves_no_corpus(tmp_path, monkeypatch):
+def test_crash_during_generation_leaves_no_corpus_and_resumes(tmp_path, monkeypatch):
     calls = []
+    real_render = demo.render_clip
 
     def flaky(plan, out_dir):
         calls.append(plan.name)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return plan.name
+        return real_render(plan, out_dir)
 
     monkeypatch.setattr(demo, "render_clip", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         demo.demo_corpus(tmp_path, seed=4, n_train=6, n_per_test=1, progress=False, workers=1)
     root = demo.corpus_root(tmp_path, seed=4, n_train=6, n_per_test=1)
-    assert not root.exists()
-    assert os.listdir(root.parent) == []
+    assert not root.exists() and not demo.is_complete(demo.partial_dir(root))
+    # the next call renders only what the crash left out
+    out = demo.demo_corpus(tmp_path, seed=4, n_train=6, n_per_test=1, progress=False, workers=1)
+    assert out == root and demo.is_complete(root)
+    assert len(calls) == 3 + (6 + 3 * 1) - 2
+    assert len(list(root.glob("*/*.mp4"))) == 9 and not list(root.glob("*/.*"))
+    assert sorted(os.listdir(root.parent)) == [root.name]
 
 
 def test_folder_without_marker_is_refused(tmp_path):

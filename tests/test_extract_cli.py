@@ -98,7 +98,8 @@ def test_cache_cli_lists_verifies_repairs_and_collects(corpus, tmp_path):
     bad = _run("mer.cache", ["verify"], cache)
     assert bad.returncode == 1 and "CORRUPT" in bad.stdout and "features.npy" in bad.stdout
     assert _run("mer.cache", ["verify", "--repair"], cache).returncode == 0
-    assert len(entry.load()) == 0
+    assert len(entry.load()) == 39                       # only the sample whose row was hit is dropped
+    assert entry.failures()[max(before)].reason == "cache_corrupt"
     redo = _extract(corpus, cache)
     assert redo.returncode == 0 and _run("mer.cache", ["verify"], cache).returncode == 0
     after = entry.load()

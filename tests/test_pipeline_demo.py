@@ -87,10 +87,14 @@ def test_second_run_reads_every_feature_from_cache(demo_run):
 
 def test_failed_run_is_marked_failed(demo_run, tmp_path):
     base, _, _ = demo_run
-    cfg = _cfg(base, ["fusion.name=no_such_fusion", "modalities=[text]"])
-    with pytest.raises(KeyError, match="unknown fusion model"):
-        run(cfg, out_dir=tmp_path / "failed")
     con = sqlite3.connect(base / "runs" / "mlflow.db")
+    n_runs = con.execute("select count(*) from runs").fetchone()[0]
+    with pytest.raises(SystemExit, match="unknown fusion model"):      # a config error: refused before it starts
+        run(_cfg(base, ["fusion.name=no_such_fusion", "modalities=[text]"]), out_dir=tmp_path / "refused")
+    assert con.execute("select count(*) from runs").fetchone()[0] == n_runs
+    cfg = _cfg(base, ["track.metric=frame_f1", "modalities=[text]"])     # the demo has no per-frame labels
+    with pytest.raises(ValueError, match="frame_f1"):
+        run(cfg, out_dir=tmp_path / "failed")
     statuses = [s for s, in con.execute("select status from runs order by start_time")]
     assert statuses[-1] == "FAILED"
 

@@ -20,7 +20,7 @@ def _cfg(tmp_path, overrides):
 def test_mer2023_lexical_cv_and_three_valid_submissions(tmp_path):
     root = shared_data("mer2023")
     cfg = _cfg(tmp_path, ["data=mer2023", f"data.root={root}", "features/text=tfidf",
-                          "train.epochs=15", "train.n_folds=5", "tracking=none"])
+                          "train.epochs=15", "train.n_folds=5", "train.seeds=[0]", "tracking=none"])
     res = run(cfg, out_dir=tmp_path / "out")
     assert 0.25 < res.metrics["cv_wf1"] < 0.9          # far above chance (0.26 weighted F1 of "neutral" is ~0.1)
     assert "cv_combined" in res.metrics and "cv_mse" in res.metrics
@@ -39,7 +39,7 @@ def test_mer2023_lexical_cv_and_three_valid_submissions(tmp_path):
 def test_meld_seven_classes_scores_val_and_writes_test(tmp_path):
     root = shared_data("meld")
     cfg = _cfg(tmp_path, ["data=meld", f"data.root={root}", "features/text=tfidf",
-                          "train.epochs=3", "train.n_folds=3", "tracking=none"])
+                          "train.epochs=3", "train.n_folds=3", "train.seeds=[0]", "tracking=none"])
     res = run(cfg, out_dir=tmp_path / "out")
     assert "test_val_wf1" in res.metrics and res.metrics["test_val_wf1"] > 0.3
     assert "cv_combined" not in res.metrics                 # no valence in MELD

@@ -93,6 +93,8 @@ FAILURES = [
     ("bad quoting", "mer2023_multi", "sub.csv", HEADER + 'sample_00000001,"happy"x,1\n', NAMES,
      {"unreadable"}),
     ("empty", "mer2023_multi", "sub.csv", "", NAMES, {"empty_file"}),
+    ("far too many rows", "mer2023_multi", "sub.csv",
+     HEADER + "".join(f"sample_{i:08d},sad,0\n" for i in range(1100)), NAMES, {"too_large"}),
     ("track1 name", "mer2025_track1", "preds.csv", VALID_SEMI24, NAMES, {"file_name"}),
     ("no valence column", "mer2023_multi", "sub.csv", VALID_SEMI24, NAMES, {"missing_columns"}),
     ("valence not accepted", "mer2024_semi", "sub.csv", VALID_MULTI, NAMES, {"extra_columns"}),

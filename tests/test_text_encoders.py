@@ -19,6 +19,7 @@ from feature_extractors.text.hf_text import HFText
 from feature_extractors.text.minilm import MiniLM
 from feature_extractors.text.sbert import SentenceTransformersText
 from mer.data.manifest import Sample
+from mer.errors import UserError
 
 torch.set_num_threads(1)
 
@@ -197,9 +198,9 @@ def test_identity_and_errors(bert_dir, roberta_dir, tmp_path):
     assert HFText(model_path=str(bert_dir), layers="last").identity() != base.identity()
     assert HFText(model_path=str(bert_dir), max_length=64).identity() != base.identity()
     assert HFText(model_path=str(roberta_dir)).identity()["weights"] != base.identity()["weights"]
-    with pytest.raises(ValueError, match="model_path"):
+    with pytest.raises(UserError, match="model_path"):
         HFText()
-    with pytest.raises(FileNotFoundError, match="not a folder"):
+    with pytest.raises(UserError, match="not a folder"):
         HFText(model_path=str(tmp_path / "chinese-roberta-wwm-ext-large"))
     with pytest.raises(ValueError, match="last4_sum"):
         HFText(model_path=str(bert_dir), layers="last3")
@@ -207,6 +208,120 @@ def test_identity_and_errors(bert_dir, roberta_dir, tmp_path):
         HFText(model_path=str(bert_dir), level="word")
     with pytest.raises(ValueError, match="out of range"):
         HFText(model_path=str(bert_dir), layers=[0, 6]).setup("cpu")   # 5 layers -> 6 hidden states
+
+
+# --- hf_text: first-token pooling, normalisation and the ready-made recipes ----------------------
+ZH_TEXTS = ["我今天特别开心，终于考上了大学！", "你怎么能这样对我，我气死了！", "好", "明天早上八点开会。"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def xlmr_dir(tmp_path_factory) -> Path:
+    """A 4-layer random XLM-RoBERTa (bge-m3's architecture) with a SentencePiece-style unigram
+    tokenizer trained here on a few Chinese and English sentences."""
+    from tokenizers import SentencePieceUnigramTokenizer
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-xlmr")
+    unigram = SentencePieceUnigramTokenizer()
+    unigram.train_from_iterator((ZH_TEXTS + TEXTS) * 5, vocab_size=150, unk_token="<unk>",
+                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=unigram._tokenizer, bos_token="<s>", eos_token="</s>",
+                                        cls_token="<s>", sep_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                        mask_token="<mask>")
+    torch.manual_seed(2)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                              intermediate_size=64, max_position_embeddings=80, pad_token_id=tokenizer.pad_token_id,
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    XLMRobertaModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _zh_samples(texts):
+    return _samples(texts, language="chinese")
+
+
+@pytest.mark.parametrize("arch", ["bert", "xlmr"])
+def test_cls_pooling_is_the_first_token_normalised(arch, bert_dir, xlmr_dir):
+    folder = bert_dir if arch == "bert" else xlmr_dir
+    ex = HFText(model_path=str(folder), language="chinese", layers="last", pooling="cls", normalize=True,
+                batch_size=4)
+    got = ex.extract_batch(_zh_samples(ZH_TEXTS))           # one padded batch of different lengths
+    for text, vec in zip(ZH_TEXTS, got):
+        states, _ = _reference(folder, text, "last")
+        want = states[0] / np.linalg.norm(states[0])            # [CLS] / <s>, alone, no padding
+        np.testing.assert_allclose(vec, want, atol=1e-5)
+        assert vec.shape == (32,) and np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-5)
+    mean = HFText(model_path=str(folder), language="chinese", layers="last").extract_batch(_zh_samples(ZH_TEXTS[:1]))[0]
+    assert not np.allclose(mean / np.linalg.norm(mean), got[0], atol=1e-3)   # a different pooling indeed
+
+
+@pytest.mark.parametrize("arch", ["bert", "xlmr"])
+def test_normalize_scales_the_mean_only(arch, bert_dir, xlmr_dir):
+    folder = bert_dir if arch == "bert" else xlmr_dir
+    plain_vecs = HFText(model_path=str(folder), language="chinese").extract_batch(_zh_samples(ZH_TEXTS))
+    unit = HFText(model_path=str(folder), language="chinese", normalize=True).extract_batch(_zh_samples(ZH_TEXTS))
+    for text, p, u in zip(ZH_TEXTS, plain_vecs, unit):
+        _, kept = _reference(folder, text, (-4, -3, -2, -1))
+        np.testing.assert_allclose(p, kept.mean(0), atol=1e-4)  # MERBench: last 4 summed, specials out
+        np.testing.assert_allclose(u, p / np.linalg.norm(p), atol=1e-5)
+
+
+def _recipe(name: str, model_path: str, data: str = "mer2023"):
+    from hydra import compose, initialize_config_dir
+
+    from feature_extractors.base import build_extractor
+    from mer.pipeline import plain
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"data={data}", f"features/text={name}",
+                                           f"features.text.options.model_path={model_path}"])
+    return build_extractor(cfg.features.text.name, plain(cfg.features.text.options))
+
+
+@pytest.mark.parametrize("recipe, model_id, layers, pooling, normalize", [
+    ("chinese_macbert_large", "hfl/chinese-macbert-large", "last4_sum", "mean", False),
+    ("chinese_roberta_wwm_ext_large", "hfl/chinese-roberta-wwm-ext-large", "last4_sum", "mean", False),
+    ("bge_m3", "BAAI/bge-m3", "last", "cls", True),
+])
+def test_recipes_pool_as_their_models_want(recipe, model_id, layers, pooling, normalize, bert_dir, xlmr_dir):
+    folder = xlmr_dir if recipe == "bge_m3" else bert_dir
+    ex = _recipe(recipe, str(folder))
+    c = ex.config
+    assert isinstance(ex, HFText) and (c.model_id, c.layers, c.pooling, c.normalize) == (model_id, layers, pooling, normalize)
+    assert c.language == "chinese" and ex.level == "utterance"   # MER2023 reads its Chinese transcripts
+    [vec] = ex.extract_batch(_zh_samples(ZH_TEXTS[:1]))
+    states, kept = _reference(folder, ZH_TEXTS[0], "last" if layers == "last" else (-4, -3, -2, -1))
+    want = states[0] / np.linalg.norm(states[0]) if pooling == "cls" else kept.mean(0)
+    np.testing.assert_allclose(vec, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("recipe, model_id", [("chinese_macbert_large", "hfl/chinese-macbert-large"),
+                                              ("bge_m3", "BAAI/bge-m3")])
+def test_recipe_without_its_folder_says_what_to_put_there(recipe, model_id, tmp_path):
+    absent = tmp_path / "models" / recipe
+    with pytest.raises(UserError) as err:
+        _recipe(recipe, str(absent))
+    message = str(err.value)
+    assert "\n" not in message and str(absent) in message and model_id in message
+    assert f"huggingface-cli download {model_id}" in message and "model_path" in message
+    with pytest.raises(UserError, match="needs model_path"):
+        _recipe(recipe, "???")
+
+
+def test_pooling_options_and_identity(bert_dir):
+    base = HFText(model_path=str(bert_dir))
+    # Entries made before pooling/normalize existed keep their keys; model_id is not in the key.
+    assert {"pooling", "normalize", "model_id"}.isdisjoint(base.identity()["config"])
+    assert HFText(model_path=str(bert_dir), pooling="mean", normalize=False,
+                  model_id="hfl/chinese-macbert-large").identity() == base.identity()
+    assert HFText(model_path=str(bert_dir), pooling="cls").identity() != base.identity()
+    assert HFText(model_path=str(bert_dir), normalize=True).identity() != base.identity()
+    with pytest.raises(ValueError, match="pooling"):
+        HFText(model_path=str(bert_dir), pooling="max")
+    with pytest.raises(ValueError, match="level=utterance"):
+        HFText(model_path=str(bert_dir), pooling="cls", level="frame")
 
 
 # --- sentence_transformers --------------------------------------------------------------------

@@ -38,8 +38,9 @@ class Transcript:
     transcript). ``language`` is the language code the engine decoded in. ``avg_logprob`` and
     ``no_speech_prob`` are token-weighted means over the segments (``None`` without segments).
     A sample whose audio could not be read has ``failure_reason`` set (``no_audio_stream``,
-    ``decode_error``, ``empty_audio``, ``missing_file``, ``no_media``, ``asr_error``), ``text == ""``
-    and no segments.
+    ``decode_error``, ``empty_audio``, ``missing_file``, ``no_media``, ``asr_error``), as has one
+    whose speech is not in the dataset's language (``wrong_language``); then ``text == ""`` and
+    there are no segments.
     """
 
     name: str

@@ -5,15 +5,26 @@ noisy condition gets its own transcripts)::
 
     <key8>/identity.json      the engine identity (config, weights digest, decoder versions) whose
                               hash names the folder; written atomically
-    <key8>/transcripts.jsonl  one JSON line per sample (a Transcript, failures included);
+    <key8>/transcripts.jsonl  one JSON line per sample (a Transcript, failures included, plus
+                              the content fingerprint of the media file it was made from);
                               append-only, later lines win, a torn line is skipped
     <key8>/.lock              held (flock) by the process transcribing into the folder
 
 Each flush appends whole lines with one ``write`` on an ``O_APPEND`` descriptor, then ``fsync``:
 a crash loses at most the lines in flight, and the next writer first ends a torn last line with a
 newline so it can never glue onto a new record. A sample is *done* when it has a line (a
-transcript or a recorded failure); a run transcribes only what is not done. A second process that
-wants the same folder waits for the lock, then finds the work done.
+transcript or a recorded failure) made from the file the sample names now; a run transcribes
+only what is not done. A second process that wants the same folder waits for the lock, then finds
+the work done.
+
+Each line records ``media_fingerprint``: the :class:`~mer.cache.inputs.FingerprintCache`
+fingerprint of the file the audio was decoded from (``audio_path``, else ``video_path``), taken
+before decoding. It is by content, so a moved or copied dataset folder keeps every transcript,
+while a replaced recording (or a missing file that appeared) is transcribed again, and the text
+features of that sample, whose recorded input is the transcript's text, follow. A line written
+before fingerprints were recorded is trusted and adopted: the current fingerprint is appended for
+it once (transcribing a whole corpus again after an upgrade costs hours, and its files have most
+likely not changed since); delete ``transcripts.jsonl`` to redo such transcripts.
 """
 from __future__ import annotations
 
@@ -32,6 +43,7 @@ from tqdm.auto import tqdm
 
 from feature_extractors.asr.base import SAMPLE_RATE_HZ, AsrEngine, Transcript, engine_for
 from feature_extractors.asr.merge import DEFAULT_SEPARATOR
+from mer.cache.inputs import FingerprintCache
 from mer.cache.store import atomic_write_json, cache_key
 from mer.data.manifest import Sample
 
@@ -39,6 +51,7 @@ log = logging.getLogger(__name__)
 
 TRANSCRIPTS_FILE = "transcripts.jsonl"
 IDENTITY_FILE = "identity.json"
+FINGERPRINT_FIELD = "media_fingerprint"
 _PREFETCH = 2   # clips decoded ahead of the one being transcribed
 
 
@@ -50,17 +63,24 @@ def transcript_dir(cache_dir: str | os.PathLike, asr: AsrEngine | Any) -> Path:
 
 def read_transcripts(path: str | os.PathLike) -> dict[str, Transcript]:
     """name -> transcript from a ``transcripts.jsonl`` (later lines win; torn lines are skipped)."""
-    out: dict[str, Transcript] = {}
+    return {name: t for name, (t, _) in _read_records(path).items()}
+
+
+def _read_records(path: str | os.PathLike) -> dict[str, tuple[Transcript, str | None]]:
+    """name -> (transcript, fingerprint of the media it was made from; None on old lines)."""
+    out: dict[str, tuple[Transcript, str | None]] = {}
     skipped = 0
     try:
         with open(path, "rb") as f:
             for raw in f:
                 try:
-                    t = Transcript.from_json(json.loads(raw.decode("utf-8")))
+                    d = json.loads(raw.decode("utf-8"))
+                    t = Transcript.from_json(d)
+                    fp = d.get(FINGERPRINT_FIELD)
                 except (ValueError, TypeError, KeyError, AttributeError):
                     skipped += 1   # a line torn by a crash mid-append
                     continue
-                out[t.name] = t
+                out[t.name] = (t, fp if isinstance(fp, str) else None)
     except FileNotFoundError:
         pass
     if skipped:
@@ -84,10 +104,12 @@ class _AppendLog:
                 if f.read(1) != b"\n":
                     self._write_all(b"\n")
 
-    def append(self, transcripts: Sequence[Transcript]) -> None:
-        if not transcripts:
+    def append(self, records: Sequence[tuple[Transcript, str]]) -> None:
+        """Append ``(transcript, media fingerprint)`` records as whole lines."""
+        if not records:
             return
-        data = "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in transcripts).encode("utf-8")
+        data = "".join(json.dumps({**t.to_json(), FINGERPRINT_FIELD: fp}, ensure_ascii=False) + "\n"
+                       for t, fp in records).encode("utf-8")
         self._write_all(data)
         os.fsync(self._fd)
 
@@ -155,15 +177,24 @@ def _decoded_in_order(samples: Sequence[Sample]) -> Iterator[tuple[Sample, Any]]
             yield sample, fut.result()
 
 
+def media_fingerprint(sample: Sample, fingerprints: FingerprintCache) -> str:
+    """The content fingerprint of the file a sample's audio is decoded from (``none`` without one)."""
+    return fingerprints.file(sample.audio_path or sample.video_path)
+
+
 def transcribe_samples(samples: Sequence[Sample], asr: AsrEngine | Any, cache_dir: str | os.PathLike | None,
                        progress: bool = True, *, flush_every: int = 16, retry_failures: bool = False,
-                       lock_timeout_s: float | None = None) -> dict[str, Transcript]:
-    """name -> :class:`Transcript` for every sample, transcribing only those not cached yet.
+                       lock_timeout_s: float | None = None,
+                       fingerprints: FingerprintCache | None = None) -> dict[str, Transcript]:
+    """name -> :class:`Transcript` for every sample, transcribing only those not cached yet (or
+    cached from a media file whose content has changed since).
 
     ``asr`` is an engine (``build_asr("whisper", options)``) or an engine config
     (``WhisperConfig(...)``). ``cache_dir=None`` transcribes everything and stores nothing.
     Samples whose audio cannot be read are returned (and stored) as failed transcripts with
     their reason; nothing is raised for them. ``retry_failures`` redoes stored failures.
+    ``fingerprints`` remembers file fingerprints by stat (the pipeline passes its dataset's
+    shared one); by default they are kept in ``<cache_dir>/.fingerprints.jsonl``.
     """
     engine = engine_for(asr)
     names = [s.name for s in samples]
@@ -177,23 +208,43 @@ def transcribe_samples(samples: Sequence[Sample], asr: AsrEngine | Any, cache_di
     folder = Path(cache_dir) / key[:8]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / TRANSCRIPTS_FILE
+    if fingerprints is None:
+        fingerprints = FingerprintCache(Path(cache_dir) / ".fingerprints.jsonl")
+    current = {s.name: media_fingerprint(s, fingerprints) for s in samples}
+    fingerprints.save()
 
-    def missing(have: dict[str, Transcript]) -> list[Sample]:
-        return [s for s in samples if s.name not in have or (retry_failures and not have[s.name].ok)]
+    def plan(have: dict[str, tuple[Transcript, str | None]]) -> tuple[list[Sample], list[Sample], list[Sample]]:
+        """(to transcribe, of those the ones whose media changed, old lines to adopt)."""
+        todo, changed, adopt = [], [], []
+        for s in samples:
+            record = have.get(s.name)
+            if record is None or (retry_failures and not record[0].ok):
+                todo.append(s)
+            elif record[1] is None:
+                adopt.append(s)
+            elif record[1] != current[s.name]:
+                todo.append(s)
+                changed.append(s)
+        return todo, changed, adopt
 
-    have = read_transcripts(path)
-    if missing(have):
+    have = _read_records(path)
+    if any(plan(have)):
         with _exclusive_lock(folder / ".lock", lock_timeout_s):
             _check_identity(folder, identity, key)
-            have = read_transcripts(path)   # another process may have done them while we waited
-            todo = missing(have)
-            if todo:
+            have = _read_records(path)   # another process may have done them while we waited
+            todo, changed, adopt = plan(have)
+            if changed:
+                log.info("ASR: transcribing %d clips again whose media file changed since they were "
+                         "transcribed (e.g. %s)", len(changed), changed[0].name)
+            if todo or adopt:
                 writer = _AppendLog(path)
                 try:
-                    have.update(_run(engine, todo, writer, progress, flush_every))
+                    writer.append([(have[s.name][0], current[s.name]) for s in adopt])
+                    done = _run(engine, todo, writer, progress, flush_every, current)
+                    have.update({n: (t, current[n]) for n, t in done.items()})
                 finally:
                     writer.close()
-    return {n: have[n] for n in names}
+    return {n: have[n][0] for n in names}
 
 
 def _check_identity(folder: Path, identity: dict[str, Any], key: str) -> None:
@@ -209,11 +260,15 @@ def _check_identity(folder: Path, identity: dict[str, Any], key: str) -> None:
 
 
 def _run(engine: AsrEngine, todo: list[Sample], writer: _AppendLog | None, progress: bool,
-         flush_every: int) -> dict[str, Transcript]:
+         flush_every: int, fingerprints: dict[str, str] | None = None) -> dict[str, Transcript]:
+    """Transcribe ``todo``; with a ``writer``, append each result with its media fingerprint
+    (``fingerprints``, taken before decoding: a file replaced meanwhile is redone next run)."""
+    if not todo:
+        return {}
     if not engine._ready:
         engine.setup()
     done: dict[str, Transcript] = {}
-    buffer: list[Transcript] = []
+    buffer: list[tuple[Transcript, str]] = []
     audio_s = busy_s = 0.0
     bar = tqdm(total=len(todo), desc=f"asr:{engine.name}", unit="clip", disable=not progress,
                dynamic_ncols=True, leave=False)
@@ -231,7 +286,8 @@ def _run(engine: AsrEngine, todo: list[Sample], writer: _AppendLog | None, progr
                 busy_s += time.perf_counter() - t0
                 audio_s += decoded.size / SAMPLE_RATE_HZ
             done[sample.name] = result
-            buffer.append(result)
+            if writer is not None:
+                buffer.append((result, fingerprints[sample.name]))
             bar.update(1)
             if writer is not None and len(buffer) >= flush_every:
                 writer.append(buffer)

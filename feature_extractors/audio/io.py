@@ -24,7 +24,8 @@ _SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aiff", ".aif"})
 class MediaError(Exception):
     """A media file could not give a waveform.
 
-    ``reason`` is one of ``no_media`` (the sample names no audio or video file), ``missing_file``,
+    ``reason`` is one of ``no_media`` (the sample names no audio or video file), ``external_link``
+    (its file links out of the dataset root and was not followed), ``missing_file``,
     ``no_audio_stream``, ``decode_error``, ``empty_audio``. Audio extractors raise it too for a
     waveform they cannot describe (``too_short``, ``silent_audio``), so one ``except`` turns every
     per-clip problem into an :class:`~feature_extractors.base.ExtractionFailure`.
@@ -39,11 +40,21 @@ class MediaError(Exception):
         return ExtractionFailure(sample_name, self.reason, self.message)
 
 
+def no_media_error(sample: Sample, message: str) -> MediaError:
+    """The error for a sample without the media an extractor needs: ``external_link`` (with what
+    was refused, see :func:`mer.data.recipe_io.refuse_external_links`) when the recipe dropped a
+    path that links out of the dataset root, else ``no_media`` with ``message``."""
+    refused = dict(sample.meta or {}).get("refused_media")
+    if refused:
+        return MediaError("external_link", "; ".join(str(v) for v in dict(refused).values()))
+    return MediaError("no_media", message)
+
+
 def media_path(sample: Sample) -> str:
     """The file a sample's audio comes from: its ``audio_path`` if set, else its ``video_path``."""
     path = sample.audio_path or sample.video_path
     if not path:
-        raise MediaError("no_media", f"sample {sample.name} has neither an audio_path nor a video_path")
+        raise no_media_error(sample, f"sample {sample.name} has neither an audio_path nor a video_path")
     return path
 
 

@@ -4,15 +4,22 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def local_model_dir(model_path: str | None, extractor: str, needs: str) -> Path:
-    """``model_path`` as an existing folder, or an error that says what the folder must hold."""
+def local_model_dir(model_path: str | None, extractor: str, needs: str, model_id: str | None = None) -> Path:
+    """``model_path`` as an existing folder, or a one-line :class:`UserError` that says what the
+    folder must hold and how to point at it (``model_id``: the Hugging Face id it should hold)."""
+    from mer.errors import UserError
+
+    what = f"a copy of {model_id}, i.e. {needs}" if model_id else needs
     if model_path is None or str(model_path) in ("", "???"):
-        raise ValueError(f"{extractor} needs model_path: a local folder with {needs} "
-                         f"(nothing is downloaded)")
+        fetch = f"; to make one: huggingface-cli download {model_id} --local-dir FOLDER" if model_id else ""
+        raise UserError(f"{extractor} needs model_path, a local folder with {what} (nothing is downloaded): "
+                        f"set features.text.options.model_path=FOLDER{fetch}")
     path = Path(str(model_path)).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"{extractor} model_path {path} is not a folder; it must be a local "
-                                f"folder with {needs} (nothing is downloaded)")
+        fetch = (f" (on a machine with network: huggingface-cli download {model_id} --local-dir {path})"
+                 if model_id else "")
+        raise UserError(f"{extractor} model_path {path} is not a folder: put {what}, there{fetch}, or set "
+                        f"features.text.options.model_path to the folder that holds it (nothing is downloaded)")
     return path
 
 

@@ -11,12 +11,21 @@ Layers (``layers``): ``"last"`` = the model's ``last_hidden_state``; ``"last4_su
 the last 4 entries of ``hidden_states`` (MER2023's ``chinese-macbert-large-4-UTT`` features); or a
 list of indices into ``hidden_states`` (0 = the embedding output, -1 = the last layer), summed.
 
-Pooling: special tokens are dropped, as MERTools drops ``[CLS]``/``[SEP]``: [CLS], [SEP], <s>,
-</s> and padding (the tokenizer's ``special_tokens_mask``), and special tokens typed in the text,
-such as the ``[SEP]`` that joins provided and ASR transcripts; ``[UNK]`` stays, it stands for real
-words. Utterance level: the mean over the remaining tokens, float32 ``[D]``; frame level
-(``level: frame``): those tokens' states, float32 ``[T, D]``. Transcripts longer than ``max_length`` tokens are truncated. A
-transcript that tokenises to special tokens only is the failure ``no_tokens``.
+Pooling (``pooling: mean``, the default): special tokens are dropped, as MERTools drops
+``[CLS]``/``[SEP]``: [CLS], [SEP], <s>, </s> and padding (the tokenizer's ``special_tokens_mask``),
+and special tokens typed in the text, such as the ``[SEP]`` that joins provided and ASR
+transcripts; ``[UNK]`` stays, it stands for real words. Utterance level: the mean over the
+remaining tokens, float32 ``[D]``; frame level (``level: frame``): those tokens' states, float32
+``[T, D]``. ``layers: last4_sum`` with ``pooling: mean`` is MERBench's recipe for
+chinese-macbert-large, chinese-roberta-wwm-ext-large and the other BERT-style encoders.
+``pooling: cls`` takes the state of the first token (``[CLS]``/``<s>``), the dense embedding of
+BAAI/bge-m3 (with ``layers: last`` and ``normalize: true``); it is utterance level only.
+``normalize: true`` L2-normalises the utterance vector. Transcripts longer than ``max_length``
+tokens are truncated. A transcript that tokenises to special tokens only is the failure
+``no_tokens``.
+
+``model_id`` (e.g. ``hfl/chinese-macbert-large``) only names, in the error shown when
+``model_path`` is missing, what the folder must hold; the cache key holds the folder's digest.
 """
 from __future__ import annotations
 
@@ -34,6 +43,7 @@ from mer.data.manifest import Sample
 
 _LAYER_PRESETS = ("last", "last4_sum")
 _LEVELS = ("utterance", "frame")
+_POOLINGS = ("mean", "cls")
 _NEEDS = "a Hugging Face text encoder (config.json, weights, tokenizer files)"
 
 
@@ -54,6 +64,9 @@ class HFText(Extractor):
         layers: str | tuple[int, ...] = "last4_sum"    # last | last4_sum | indices into hidden_states
         level: str = "utterance"                       # utterance -> [D]; frame -> [T, D] (tokens)
         max_length: int = 512                          # tokens incl. specials; longer is truncated
+        pooling: str = "mean"                          # mean (non-special tokens) | cls (first token)
+        normalize: bool = False                        # L2-normalise the utterance vector
+        model_id: str | None = None                    # what model_path should hold (error messages only)
         batch_size: int = 32
         num_threads: int | None = None                 # torch CPU threads; None: torch's default
 
@@ -74,12 +87,28 @@ class HFText(Extractor):
             raise ValueError(f"hf_text level must be one of {_LEVELS}, got {c.level!r}")
         if c.max_length < 3:
             raise ValueError(f"hf_text max_length must be >= 3 (room for the special tokens), got {c.max_length}")
+        if c.pooling not in _POOLINGS:
+            raise ValueError(f"hf_text pooling must be one of {_POOLINGS}, got {c.pooling!r}")
+        if c.pooling == "cls" and c.level == "frame":
+            raise ValueError("hf_text pooling=cls gives one vector per transcript; use level=utterance "
+                             "(or pooling=mean for token states)")
         self.level = c.level
-        self.model_dir = local_model_dir(c.model_path, "hf_text", _NEEDS)
+        self.model_dir = local_model_dir(c.model_path, "hf_text", _NEEDS, c.model_id)
         self._digest: str | None = None
         self.tokenizer = None
         self.model = None
         self._special_ids = None   # ids of the special tokens except [UNK] (set by setup)
+
+    def config_dict(self) -> dict:
+        # model_id only words error messages. pooling and normalize at their defaults are left out
+        # so that entries made before these options existed keep their keys.
+        out = super().config_dict()
+        out.pop("model_id", None)
+        if out.get("pooling") == "mean":
+            out.pop("pooling")
+        if out.get("normalize") is False:
+            out.pop("normalize")
+        return out
 
     def weights_digest(self) -> str:
         """Digest of the model folder (weights, config, tokenizer); never loads the model."""
@@ -113,6 +142,8 @@ class HFText(Extractor):
                 if fallback is None:
                     raise ValueError(f"the tokenizer in {path} has no pad, eos or unk token to pad batches with")
                 self.tokenizer.pad_token = fallback
+            if self.config.pooling == "cls":
+                self.tokenizer.padding_side = "right"   # the first token of every row is then its own
             self.model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval()
             unk = self.tokenizer.unk_token_id
             self._special_ids = torch.tensor(sorted(i for i in self.tokenizer.all_special_ids if i != unk),
@@ -168,8 +199,18 @@ class HFText(Extractor):
                     elif self.level == "frame":
                         out[i] = states[row][mask].cpu().numpy().astype(np.float32)            # [T, D]
                     else:
-                        out[i] = (states[row][mask].sum(0) / n).cpu().numpy().astype(np.float32)  # [D]
+                        out[i] = self._pool(states[row], mask, n)                              # [D]
         return out
+
+    def _pool(self, states, mask, n: int) -> np.ndarray:
+        """One transcript's ``[L, D]`` states -> float32 ``[D]`` (mean of kept tokens, or the first)."""
+        import torch
+
+        # Right padding (set in setup for pooling=cls) keeps [CLS]/<s> at position 0.
+        vec = states[0] if self.config.pooling == "cls" else states[mask].sum(0) / n
+        if self.config.normalize:
+            vec = torch.nn.functional.normalize(vec, p=2, dim=0)
+        return vec.cpu().numpy().astype(np.float32)
 
     def _encode(self, texts: Sequence[str]):
         """Hidden states ``[B, L, D]`` (float32) and the mask of real, non-special tokens ``[B, L]``."""

@@ -662,12 +662,12 @@ def load_face_clip(sample, cfg: FaceConfig, context=None) -> FaceClip:
     :class:`~feature_extractors.audio.io.MediaError` (``no_media``, decode reasons, ``no_face``).
     ``context`` (an ``ExtractContext``) names where crops are shared between extractors: with
     its ``shared_dir("faces")`` set, a clip is detected once and read from there afterwards."""
-    from feature_extractors.audio.io import MediaError
+    from feature_extractors.audio.io import MediaError, no_media_error
 
     if sample.face_path:
         return _release_clip(sample.face_path, cfg)
     if not sample.video_path:
-        raise MediaError("no_media", f"sample {sample.name} has neither a video_path nor a face_path")
+        raise no_media_error(sample, f"sample {sample.name} has neither a video_path nor a face_path")
     path = face_cache_path(context, cfg, sample.name)
     if path is not None:
         hit = read_cached_clip(path, cfg, sample.video_path)
@@ -775,6 +775,14 @@ def _source_size(video_path: str) -> int:
         return -1
 
 
+def _source_fingerprint(video_path: str) -> str:
+    """The video's content fingerprint (the feature cache's, remembered by stat): a replaced
+    video of the same size must not get the old crops."""
+    from mer.cache.inputs import FingerprintCache
+
+    return FingerprintCache().file(video_path)
+
+
 def read_cached_clip(path: Path, cfg: FaceConfig, video_path: str):
     """The cached :class:`FaceClip` at ``path``, the cached failure (a ``MediaError``), or None
     on a miss. A file that cannot be read whole (torn, corrupt, another version, made from a
@@ -782,11 +790,13 @@ def read_cached_clip(path: Path, cfg: FaceConfig, video_path: str):
     from feature_extractors.audio.io import MediaError
 
     size = _source_size(video_path)
+    fp = _source_fingerprint(video_path)
     fail = _failure_path(path)
     if fail.is_file():
         try:
             info = json.loads(fail.read_text())
-            if info.get("version") == FACE_PIPELINE_VERSION and info.get("source_bytes") == size:
+            if info.get("version") == FACE_PIPELINE_VERSION and info.get("source_bytes") == size \
+                    and info.get("source_fp", fp) == fp:
                 return MediaError(info["reason"], info["message"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("face cache: ignoring unreadable failure marker %s (%s)", fail, err)
@@ -794,7 +804,8 @@ def read_cached_clip(path: Path, cfg: FaceConfig, video_path: str):
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            if str(data["version"]) != FACE_PIPELINE_VERSION or int(data["source_bytes"]) != size:
+            if str(data["version"]) != FACE_PIPELINE_VERSION or int(data["source_bytes"]) != size \
+                    or ("source_fp" in data.files and str(data["source_fp"]) != fp):
                 return None
             clip = FaceClip(crops=data["crops"], frame_index=data["frame_index"].astype(np.int64),
                             total_frames=int(data["total_frames"]), fps=float(data["fps"]),
@@ -825,6 +836,7 @@ def write_cached_clip(path: Path, clip: FaceClip, video_path: str) -> None:
                         boxes=clip.boxes, roll_deg=clip.roll_deg,
                         frames_tried=np.int64(clip.frames_tried),
                         source_bytes=np.int64(_source_size(video_path)),
+                        source_fp=np.array(_source_fingerprint(video_path)),
                         version=np.array(FACE_PIPELINE_VERSION))
     try:
         atomic_write_bytes(path, buf.getvalue())
@@ -837,7 +849,7 @@ def write_cached_failure(path: Path, err, video_path: str) -> None:
     from mer.cache.store import atomic_write_bytes
 
     info = {"reason": err.reason, "message": err.message, "version": FACE_PIPELINE_VERSION,
-            "source_bytes": _source_size(video_path)}
+            "source_bytes": _source_size(video_path), "source_fp": _source_fingerprint(video_path)}
     try:
         atomic_write_bytes(_failure_path(path), (json.dumps(info) + "\n").encode())
     except OSError as werr:

@@ -249,10 +249,10 @@ class _FaceOrFrameInput:
         if self.config.input == "face":
             crops = load_face_clip(sample, self.config.face, self.context).crops
         else:
-            from feature_extractors.audio.io import MediaError
+            from feature_extractors.audio.io import no_media_error
 
             if not sample.video_path:
-                raise MediaError("no_media", f"sample {sample.name} has no video_path (input=frame "
+                raise no_media_error(sample, f"sample {sample.name} has no video_path (input=frame "
                                              "needs the video; input=face also reads face crops)")
             crops, _, _ = read_frames(sample.video_path, num_frames=count)
         if exact:

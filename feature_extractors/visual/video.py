@@ -7,6 +7,10 @@
   (uint8 ``[N, 112, 112, 3]`` BGR) or a MER2023 folder of per-frame ``.bmp`` crops -> RGB;
   :func:`read_face_track` also says which of the N frames were read.
 
+Frames come out upright: a clip's orientation tag (the display matrix phones write for portrait
+clips, or an older ``rotate`` tag) is applied to every decoded frame (:func:`upright`), as
+players do, so a face filmed on its side is found.
+
 Every failure is a :class:`MediaError` (the one the audio readers raise too, so one ``except``
 serves every modality) with a short ``reason`` (``missing_file``, ``no_video_stream``,
 ``decode_error``, ``no_frames``) and a message naming the file; ``err.to_failure(name)`` turns
@@ -25,8 +29,8 @@ from feature_extractors.audio.io import MediaError
 
 T = TypeVar("T")
 
-__all__ = ["MediaError", "frames_to_sample", "map_frames", "read_face_npy", "read_face_track",
-           "read_frames", "uniform_indices"]
+__all__ = ["MediaError", "display_matrix", "frames_to_sample", "map_frames", "read_face_npy",
+           "read_display_matrix", "read_face_track", "read_frames", "uniform_indices", "upright"]
 
 
 def uniform_indices(total: int, num: int) -> np.ndarray:
@@ -140,6 +144,7 @@ def _decode(path: str, keep: np.ndarray | None, fn: Callable[[np.ndarray], T]) -
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
+            rotate_tag = stream.metadata.get("rotate") or stream.metadata.get("ROTATE")
             # No frame threading: with it a rejected packet also loses the frames queued in
             # the other threads, so a clip with a damaged tail could yield none at all.
             packets = container.demux(stream)
@@ -154,7 +159,8 @@ def _decode(path: str, keep: np.ndarray | None, fn: Callable[[np.ndarray], T]) -
                 try:
                     for frame in packet.decode():       # the last (empty) packet flushes
                         if total in wanted:
-                            kept[total] = fn(frame.to_ndarray(format="rgb24"))
+                            matrix = display_matrix(frame, rotate_tag)
+                            kept[total] = fn(upright(frame.to_ndarray(format="rgb24"), matrix))
                         total += 1
                 except av.FFmpegError as err:
                     first_error = first_error or err
@@ -163,6 +169,64 @@ def _decode(path: str, keep: np.ndarray | None, fn: Callable[[np.ndarray], T]) -
     if total == 0 and first_error is not None:
         raise MediaError("decode_error", f"cannot decode any frame of {path}: {first_error}")
     return kept, total
+
+
+def display_matrix(frame, rotate_tag: str | None = None) -> np.ndarray | None:
+    """The 3x3 display matrix (int32 ``[9]``, FFmpeg's layout) of a decoded PyAV video frame, or
+    None when the clip is stored upright. Without the matrix side data, a ``rotate`` stream tag
+    (degrees clockwise, as older muxers and Matroska files carry it) gives the matrix instead."""
+    from av.sidedata.sidedata import Type
+
+    side = frame.side_data.get(Type.DISPLAYMATRIX)
+    if side is not None:
+        matrix = np.frombuffer(bytes(side), dtype="<i4")
+        if matrix.size == 9:
+            return matrix
+    if rotate_tag:
+        try:
+            quarter = int(round(float(rotate_tag) / 90.0)) % 4
+        except ValueError:
+            return None
+        # A clockwise turn of 90 degrees sends (col, row) to (-row, col): FFmpeg's matrix for it.
+        a, b, c, d = {0: (1, 0, 0, 1), 1: (0, 1, -1, 0), 2: (-1, 0, 0, -1), 3: (0, -1, 1, 0)}[quarter]
+        return np.array([a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30], dtype=np.int32)
+    return None
+
+
+def read_display_matrix(path: str | os.PathLike) -> np.ndarray | None:
+    """:func:`display_matrix` of a video's first frame (None when upright or undecodable)."""
+    import av
+
+    try:
+        with av.open(os.fspath(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            tag = stream.metadata.get("rotate") or stream.metadata.get("ROTATE")
+            for frame in container.decode(stream):
+                return display_matrix(frame, tag)
+    except av.FFmpegError:
+        return None
+    return None
+
+
+def upright(image: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
+    """``image`` ``[H, W, C]`` as it is meant to be shown: the quarter turns and mirrors of the
+    display ``matrix`` (FFmpeg's row-vector convention: a stored pixel at column ``p``, row ``q``
+    is shown at column ``a p + c q``, row ``b p + d q``) applied. A matrix that is not a multiple
+    of a quarter turn (rare; players resample it) is applied to the nearest quarter turn."""
+    if matrix is None:
+        return image
+    a, b, _, c, d = (int(v) for v in np.asarray(matrix[:5]))
+    if abs(a) + abs(d) >= abs(b) + abs(c):           # no quarter turn: mirrors at most
+        flip_cols, flip_rows, out = a < 0, d < 0, image
+    else:                                            # shown column from row q, shown row from column p
+        flip_cols, flip_rows, out = c < 0, b < 0, image.transpose(1, 0, *range(2, image.ndim))
+    if flip_rows:
+        out = out[::-1]
+    if flip_cols:
+        out = out[:, ::-1]
+    return out if out is image else np.ascontiguousarray(out)
 
 
 def read_face_npy(path: str | os.PathLike, num_frames: int | None = None) -> np.ndarray:

@@ -14,6 +14,7 @@ The root is ``--root``, else ``$MER_CACHE_DIR/features``, else ``~/.cache/mer/fe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -44,12 +45,18 @@ def _rows(store: FeatureStore, dataset: str | None, extractor: str | None) -> li
             continue
         if extractor and e.identity.get("extractor") != extractor:
             continue
-        meta = e._meta() or {}
-        rows.append({"dataset": ds, "condition": cond, "extractor": e.identity.get("extractor"),
-                     "key": e.key[:8], "level": e.level, "dim": e.dim(), "features": meta.get("count", 0),
-                     "parts": len(e._parts()), "failures": len(e.failures()), "size": e.size_bytes(),
-                     "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used(e.path))),
-                     "path": str(e.path)})
+        row = {"dataset": ds, "condition": cond, "extractor": e.identity.get("extractor"),
+               "key": e.path.name.rsplit("-", 1)[-1], "path": str(e.path), "problem": None}
+        try:
+            meta = e._meta() or {}
+            row.update(level=e.level, dim=e.dim(), features=meta.get("count", 0), parts=len(e._parts()),
+                       failures=len(e.failures()), problem=meta.get("broken"))
+        except Exception as err:  # noqa: BLE001 - one broken entry must not hide the others
+            row.update(level="?", dim=None, features=0, parts=0, failures=0,
+                       problem=f"cannot be read ({type(err).__name__}: {err})")
+        row.update(size=e.size_bytes(),
+                   last_used=time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used(e.path))))
+        rows.append(row)
     return rows
 
 
@@ -70,6 +77,11 @@ def cmd_list(args) -> int:
     for t in table:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
     print(f"{len(rows)} entries, {_human(sum(r['size'] for r in rows))} under {args.root}")
+    broken = [r for r in rows if r["problem"]]
+    for r in broken:
+        print(f"BROKEN {r['path']}: {r['problem']}")
+    if broken:
+        print(f"{len(broken)} entries are broken; `python -m mer.cache verify` says what --repair does about each")
     return 0
 
 
@@ -79,7 +91,10 @@ def cmd_verify(args) -> int:
     for e in store.entries():
         if args.dataset and e.path.parent.parent.name != args.dataset:
             continue
-        problems = e.verify(repair=args.repair)
+        try:
+            problems = e.verify(repair=args.repair)
+        except Exception as err:  # noqa: BLE001 - report it and check the other entries
+            problems = [f"cannot be checked ({type(err).__name__}: {err}); remove the folder to rebuild it"]
         status = "ok" if not problems else ("repaired" if args.repair else "CORRUPT")
         print(f"{status:9s} {e.path}")
         for p in problems:
@@ -100,8 +115,13 @@ def gc_candidates(root: Path, unused_days: float | None = None, tmp_age_s: float
         return out
     store = FeatureStore(root)
     for e in store.entries():
-        meta = e._meta() or {}
+        try:
+            meta = e._meta() or {}
+        except Exception:  # noqa: BLE001 - unreadable metadata: keep every generation
+            continue
         gen = meta.get("generation")
+        if meta.get("broken") and gen is None:
+            continue          # nothing is known to be live; `verify --repair` decides
         for g in e.path.glob("gen-*"):
             if g.name != f"gen-{gen}":
                 out.append((g, "generation no longer referenced by meta.json"))
@@ -134,9 +154,17 @@ def _newest_mtime(path: Path) -> float:
 
 
 def _size(p: Path) -> int:
-    if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    try:
+        if p.is_file():
+            return p.stat().st_size
+        total = 0
+        for f in p.rglob("*"):
+            with contextlib.suppress(OSError):
+                if f.is_file():
+                    total += f.stat().st_size
+        return total
+    except OSError:
+        return 0
 
 
 def cmd_gc(args) -> int:
@@ -202,4 +230,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mer.errors import run_cli
+
+    run_cli(main)

@@ -8,6 +8,11 @@ before: decode and inference overlap. Every forward batch is written as one atom
 failures, so a kill loses only the samples in flight. Extractors that only implement
 ``extract_batch`` (one stage) run in this process, batch by batch.
 
+What is done is decided per sample against what it is made from: every stored row carries the
+fingerprint of the inputs its extractor read (:mod:`mer.cache.inputs`), and a sample whose current
+fingerprint differs (an edited transcript, a replaced video) is extracted again, its old row
+superseded; a stored row that fails its check (:meth:`CacheEntry.fill_state`) is redone too.
+
 A fill stops early, with a message that says where the failures are listed, when more than
 ``max_failure_fraction`` of the samples processed so far failed (after ``min_samples_for_abort``):
 a wrong path or a missing codec should not grind through 100,000 clips. What was done is kept.
@@ -29,6 +34,7 @@ from tqdm.auto import tqdm
 from feature_extractors.base import ExtractContext, ExtractionFailure, Extractor, load_or_failure
 from mer.data.manifest import Sample
 
+from .inputs import FingerprintCache, fingerprints
 from .store import CacheEntry, Failure
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,8 @@ class FillReport:
     requested: int
     cached: int = 0
     extracted: int = 0
+    stale: int = 0                          # re-extracted: their inputs changed since they were cached
+    corrupt: int = 0                        # re-extracted: their stored feature failed its check
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     startup_s: float | None = None          # decoding workers: from start until the first clip arrived
@@ -175,13 +183,23 @@ def fill_entry(entry: CacheEntry, extractor: Extractor, samples: Sequence[Sample
         samples = [s for s in samples if shard_of(s.name, count) == index]
     report = FillReport(entry=str(entry.path), requested=len(samples))
     entry.mark_used()
-    done = entry.done_names()
-    todo = [s for s in samples if s.name not in done]
+    current = fingerprints(extractor, samples, FingerprintCache(fingerprint_cache_path(entry)))
+    done, rejected = entry.fill_state()
+    # A feature (or failure) recorded from other inputs is stale; an unknown record (None: an
+    # entry written before inputs were recorded) is kept.
+    stale = [s for s in samples if done.get(s.name) not in (None, current[s.name])]
+    todo = [s for s in samples if s.name not in done or done[s.name] not in (None, current[s.name])]
     report.cached = len(samples) - len(todo)
+    report.stale = len(stale)
+    report.corrupt = sum(s.name in rejected for s in samples)
+    if stale or report.corrupt:
+        log.warning("%s: re-extracting %d samples whose inputs changed since they were cached%s and %d whose "
+                    "stored feature failed its check", extractor.name, len(stale),
+                    f" (e.g. {stale[0].name})" if stale else "", report.corrupt)
     if todo:
         if extractor.context.cache_root is None:
             extractor.context = context_for(entry)
-        _run(entry, extractor, todo, device, progress, desc, opts, report)
+        _run(entry, extractor, todo, device, progress, desc, opts, report, current)
     if opts.consolidate and entry._parts():
         with entry.lock():
             entry.consolidate()
@@ -195,8 +213,13 @@ def fill_entry(entry: CacheEntry, extractor: Extractor, samples: Sequence[Sample
     return report
 
 
+def fingerprint_cache_path(entry: CacheEntry) -> Path:
+    """``<root>/<dataset>/.fingerprints.jsonl``: file fingerprints shared by a dataset's entries."""
+    return Path(entry.path).parent.parent / ".fingerprints.jsonl"
+
+
 def _run(entry: CacheEntry, extractor: Extractor, todo: list[Sample], device: str, progress: bool,
-         desc: str | None, opts: FillOptions, report: FillReport) -> None:
+         desc: str | None, opts: FillOptions, report: FillReport, inputs: dict[str, str]) -> None:
     bs = max(1, int(getattr(extractor.config, "batch_size", 16)))
     bar = tqdm(total=len(todo), desc=desc or extractor.name, unit="clip", disable=not progress,
                dynamic_ncols=True, leave=False)
@@ -206,8 +229,8 @@ def _run(entry: CacheEntry, extractor: Extractor, todo: list[Sample], device: st
         nonlocal processed
         if names or fails:
             with entry.lock():
-                entry.write_part(names, arrays)
-                entry.record_failures(fails)
+                entry.write_part(names, arrays, inputs)
+                entry.record_failures(fails, inputs)
         report.extracted += len(names)
         report.failures += fails
         processed += len(names) + len(fails)

@@ -354,7 +354,12 @@ def write_corrupted_container(src: str, dst: str, audio: np.ndarray | None, blur
     The container format is ``container`` (an FFmpeg name), else follows ``dst``'s suffix."""
     import av
 
+    from feature_extractors.visual.video import read_display_matrix, upright
+
     fmt = container or _CONTAINER_FORMATS.get(Path(dst).suffix.lower(), "mp4")
+    # Re-encoded frames are written upright (the source's orientation tag applied), so the copy
+    # shows what the source shows in any container, tagged or not.
+    matrix = read_display_matrix(src) if blur_factor != 1 else None
     with av.open(src) as inp, av.open(dst, mode="w", format=fmt) as out:
         vin = inp.streams.video[0] if inp.streams.video else None
         ain = inp.streams.audio[0] if inp.streams.audio else None
@@ -369,8 +374,10 @@ def write_corrupted_container(src: str, dst: str, audio: np.ndarray | None, blur
                 # MPEG-4 Part 2 (DivX), as the organisers wrote their noisy videos; unlike libx264 it
                 # gives the same bytes on every run here (x264 did not, even on one thread).
                 vout = out.add_stream("mpeg4", rate=rate, options={"qscale": "2"})
-                vout.width = vin.codec_context.width // 2 * 2       # 4:2:0 needs even sizes
-                vout.height = vin.codec_context.height // 2 * 2
+                shown_hw = upright(np.zeros((vin.codec_context.height, vin.codec_context.width, 0),
+                                            np.uint8), matrix).shape[:2]
+                vout.width = shown_hw[1] // 2 * 2                    # 4:2:0 needs even sizes
+                vout.height = shown_hw[0] // 2 * 2
                 vout.pix_fmt = "yuv420p"
                 vout.codec_context.thread_count = 1
         if copy_audio:
@@ -383,7 +390,7 @@ def write_corrupted_container(src: str, dst: str, audio: np.ndarray | None, blur
         for packet in inp.demux(*wanted):
             if packet.stream is vin and not copy_video:
                 for frame in packet.decode():
-                    rgb = frame.to_ndarray(format="rgb24")[:vout.height, :vout.width]
+                    rgb = upright(frame.to_ndarray(format="rgb24"), matrix)[:vout.height, :vout.width]
                     vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(pyramid_blur(rgb, blur_factor)),
                                                     format="rgb24")
                     vf.pts = index

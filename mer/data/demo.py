@@ -39,7 +39,9 @@ labels per split from ``(seed, split)``, so the output does not depend on worker
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import json
 import math
@@ -47,7 +49,6 @@ import os
 import shutil
 import socket
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -68,6 +69,10 @@ DEMO_VERSION = 3
 
 COMPLETE_MARKER = "demo-corpus.json"
 """Written last inside the temp folder; a corpus folder without it was not made by this module."""
+
+DONE_CLIPS = "demo-clips-done.jsonl"
+"""In the partial folder while it is filled: what made it, then one line per clip written whole
+(its path and size), so an interrupted generation resumes with only the missing clips."""
 
 TEST_SPLITS = ("test1", "test2", "test3")
 NOISY_SPLIT = "test2"
@@ -432,8 +437,14 @@ def plan_corpus(seed: int, n_train: int, n_per_test: int) -> list[ClipPlan]:
 # ----------------------------------------------------------------------------------------------
 
 
+def clip_path(plan: ClipPlan) -> str:
+    """Where ``plan``'s clip lies in the corpus, relative to its root: ``<split>/<name>.mp4``."""
+    return f"{plan.split}/{plan.name}.mp4"
+
+
 def render_clip(plan: ClipPlan, out_dir: str | Path) -> str:
-    """Write ``<out_dir>/<split>/<name>.mp4`` for ``plan``; returns the name."""
+    """Write ``<out_dir>/<split>/<name>.mp4`` for ``plan``, atomically (a temp file renamed into
+    place, so the path holds a whole clip or nothing); returns the name."""
     rng = clip_rng(plan.seed, plan.name, "media")
     n_frames = int(round(plan.duration_s * media.FPS))
     frames = media.render_frames(plan.face_cue, plan.face_intensity, n_frames, media.draw_face_shot(rng), rng,
@@ -442,7 +453,13 @@ def render_clip(plan: ClipPlan, out_dir: str | Path) -> str:
     audio = media.synth_voice(plan.voice_cue, plan.voice_intensity, speaker, plan.duration_s, rng)
     if plan.snr_db is not None:
         audio = media.mix_at_snr(audio, media.babble(audio.size, rng), plan.snr_db)
-    media.write_mp4(Path(out_dir) / plan.split / f"{plan.name}.mp4", frames, audio)
+    target = Path(out_dir) / clip_path(plan)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        media.write_mp4(tmp, frames, audio)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return plan.name
 
 
@@ -477,10 +494,16 @@ def demo_corpus(cache_dir: str | Path, seed: int = 0, n_train: int = 240, n_per_
     ``transcription-engchi-polish.csv`` (``name,chinese,english``), ``test2-corruption.csv``
     (``name,snr_db,blur_factor``) and ``demo-cues.csv`` (what each modality shows; for analysis).
 
-    The corpus is built in a temp folder beside the root and renamed into place when complete,
-    so an interrupted run never leaves a corpus that looks finished; a later call returns an
-    existing root at once. ``workers`` (default: up to 2) render clips in parallel processes;
-    the output is the same for any number of workers.
+    The corpus is built in a partial folder beside the root and renamed into place when
+    complete, so an interrupted run never leaves a corpus that looks finished; a later call
+    returns an existing root at once. An interrupted generation (killed, crashed, Ctrl-C) is
+    resumed by the next call: the clips it wrote whole are kept (each is written atomically and
+    listed with its size in :data:`DONE_CLIPS`), only the missing ones are rendered, and the
+    corpus comes out byte for byte as an uninterrupted run writes it (the package versions that
+    rendered the kept clips must match, or the partial folder is started afresh). One process
+    at a time fills a partial folder (an flock); another waits, then finds the corpus done.
+    ``workers`` (default: up to 2) render clips in parallel processes; the output is the same
+    for any number of workers.
     """
     if n_train < len(MER_CLASSES) or n_per_test < 1:
         raise ValueError(f"need n_train >= {len(MER_CLASSES)} and n_per_test >= 1, got {n_train} and {n_per_test}")
@@ -491,32 +514,95 @@ def demo_corpus(cache_dir: str | Path, seed: int = 0, n_train: int = 240, n_per_
         raise RuntimeError(f"{root} exists but has no {COMPLETE_MARKER}, so it was not made by demo_corpus; "
                            "delete it and run again")
     root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(root)
-    tmp = root.parent / f".{root.name}.partial-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    started = time.perf_counter()
-    try:
+    with _filling_lock(root):
+        if is_complete(root):                    # another process finished it while we waited
+            return root
+        _remove_stale_partials(root)
+        tmp = partial_dir(root)
+        started = time.perf_counter()
         _generate(tmp, seed, n_train, n_per_test, progress, workers)
+        (tmp / DONE_CLIPS).unlink()
         _write_json(tmp / COMPLETE_MARKER, {
             "demo_version": DEMO_VERSION, "seed": seed, "n_train": n_train, "n_per_test": n_per_test,
             "layout": "mer2023", "generation_s": round(time.perf_counter() - started, 2),
             "class_counts": {s: _counts_in(tmp, s) for s in ("train", *TEST_SPLITS)},
             "cue_tables": CUE_TABLES, "valence_mean": VALENCE_MEAN, "packages": _package_versions(),
         })
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not is_complete(root):  # not a lost race with another process: a real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        os.rename(tmp, root)
     return root
+
+
+def partial_dir(root: str | Path) -> Path:
+    """The folder in which the corpus for ``root`` is filled (and an interrupted fill resumed)."""
+    root = Path(root)
+    return root.parent / f".{root.name}.partial"
+
+
+@contextlib.contextmanager
+def _filling_lock(root: Path):
+    """Hold an flock beside ``root`` while filling its partial folder (it dies with the process)."""
+    lock_path = root.parent / f".{root.name}.lock"
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+            if is_complete(root):
+                lock_path.unlink(missing_ok=True)   # a waiter holding the old file finds root done
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _resume_state(out: Path) -> dict[str, int]:
+    """``{clip path: bytes}`` of the clips in the partial folder ``out`` that an earlier run wrote
+    whole, with the same package versions; stale temp files and unlisted clips are removed (the
+    whole folder when the versions differ), and :data:`DONE_CLIPS` is rewritten to list the rest."""
+    head = {"demo_version": DEMO_VERSION, "packages": _package_versions()}
+    done: dict[str, int] = {}
+    log = out / DONE_CLIPS
+    if out.exists():
+        lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+        try:
+            same_maker = bool(lines) and json.loads(lines[0]) == head
+        except ValueError:
+            same_maker = False
+        if not same_maker:
+            shutil.rmtree(out)
+        else:
+            for line in lines[1:]:
+                try:
+                    entry = json.loads(line)
+                    done[str(entry["clip"])] = int(entry["bytes"])
+                except (ValueError, KeyError, TypeError):   # a line torn by the kill
+                    continue
+    whole: set[str] = set()
+    for split in ("train", *TEST_SPLITS):
+        (out / split).mkdir(parents=True, exist_ok=True)
+        for path in (out / split).iterdir():
+            clip = f"{split}/{path.name}"
+            if done.get(clip) == path.stat().st_size and not path.name.endswith(".tmp"):
+                whole.add(clip)
+            else:
+                path.unlink()
+    done = {clip: size for clip, size in done.items() if clip in whole}
+    fresh = log.with_name(f".{log.name}.tmp")      # no torn last line to append after
+    fresh.write_text("".join(json.dumps(e) + "\n" for e in
+                             [head, *({"clip": c, "bytes": b} for c, b in sorted(done.items()))]),
+                     encoding="utf-8")
+    os.replace(fresh, log)
+    return done
+
+
+def _append_done(log: Path, clip: str, size: int) -> None:
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"clip": clip, "bytes": size}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _generate(out: Path, seed: int, n_train: int, n_per_test: int, progress: bool, workers: int | None) -> None:
     plans = plan_corpus(seed, n_train, n_per_test)
-    for split in ("train", *TEST_SPLITS):
-        (out / split).mkdir(parents=True)
+    done = _resume_state(out)
+    log = out / DONE_CLIPS
     by_split: dict[str, list[ClipPlan]] = {}
     for p in plans:
         by_split.setdefault(p.split, []).append(p)
@@ -534,21 +620,27 @@ def _generate(out: Path, seed: int, n_train: int, n_per_test: int, progress: boo
                  p.face_lead or "")
                 for p in plans])
 
-    n_workers = min(workers or 2, os.cpu_count() or 1, len(plans))
-    bar = _progress_bar(len(plans), progress)
+    todo = [p for p in plans if clip_path(p) not in done]
+    n_workers = min(workers or 2, os.cpu_count() or 1, max(len(todo), 1))
+    bar = _progress_bar(len(plans), progress, initial=len(plans) - len(todo))
+
+    def finished(p: ClipPlan) -> None:
+        _append_done(log, clip_path(p), (out / clip_path(p)).stat().st_size)
+        bar.update(1)
+
     try:
         if n_workers <= 1:
-            for p in plans:
+            for p in todo:
                 render_clip(p, out)
-                bar.update(1)
+                finished(p)
         else:
             # spawn, not fork: the caller may already hold torch/OpenMP threads that fork would copy.
             with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-                futures = [pool.submit(render_clip, p, out) for p in plans]
+                futures = {pool.submit(render_clip, p, out): p for p in todo}
                 try:
                     for fut in as_completed(futures):
                         fut.result()
-                        bar.update(1)
+                        finished(futures[fut])
                 except BaseException:  # fail now, not after rendering every clip still queued
                     for fut in futures:
                         fut.cancel()
@@ -557,10 +649,10 @@ def _generate(out: Path, seed: int, n_train: int, n_per_test: int, progress: boo
         bar.close()
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, initial: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="generating demo corpus", unit="clip", disable=not enabled)
+    return tqdm(total=total, initial=initial, desc="generating demo corpus", unit="clip", disable=not enabled)
 
 
 def _write_csv(path: Path, header: Sequence[str], rows) -> None:
@@ -589,7 +681,8 @@ def _package_versions() -> dict[str, str]:
 
 
 def _remove_stale_partials(root: Path) -> None:
-    """Delete temp folders of earlier runs on this host whose process is gone (crashed/killed)."""
+    """Delete per-process temp folders (``.<root>.partial-<host>-<pid>-...``, as earlier mer
+    versions named them) of this host whose process is gone; they cannot be resumed."""
     prefix = f".{root.name}.partial-{socket.gethostname()}-"
     for partial in root.parent.glob(f"{prefix}*"):
         try:

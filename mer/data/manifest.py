@@ -22,10 +22,16 @@ MELD_CLASSES: tuple[str, ...] = ("anger", "joy", "sadness", "neutral", "disgust"
 VALENCE_PLACEHOLDER = -10.0
 """What the organisers' preprocessing writes for an unknown valence."""
 
+TARGETS: tuple[str, ...] = ("discrete", "valence")
+"""What a run can learn: the class, the valence, or both (``data.targets``)."""
+
 
 @dataclass(frozen=True)
 class LabelSpec:
-    """What a dataset's labels look like: the class strings in index order and whether valence exists."""
+    """What a dataset's labels look like: the class strings in index order and whether valence exists.
+
+    ``has_discrete=False`` (sentiment data: CMU-MOSI, SIMS...): the valence is the only target;
+    the classes are not learnt and the discrete labels, if any, are ignored."""
 
     classes: tuple[str, ...]
     has_valence: bool = False
@@ -33,10 +39,25 @@ class LabelSpec:
     has_arousal: bool = False
     has_frame_labels: bool = False
     """Per-frame discrete labels (ABAW Expr files, :func:`read_frame_labels`) over the same classes."""
+    has_discrete: bool = True
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The targets a run learns, of :data:`TARGETS`."""
+        return tuple(t for t, on in zip(TARGETS, (self.has_discrete, self.has_valence)) if on)
+
+    @property
+    def valence_only(self) -> bool:
+        return self.has_valence and not self.has_discrete
+
+    def has_target(self, sample: "Sample") -> bool:
+        """Whether ``sample`` has a label for one of the targets (a training row)."""
+        return ((self.has_discrete and sample.discrete is not None)
+                or (self.valence_only and sample.valence is not None))
 
     def index(self, label: str) -> int:
         try:
@@ -66,6 +87,8 @@ class Sample:
     arousal: float | None = None
     frame_labels: str | None = None
     """A per-frame label file (one class index per video frame, -1 = unannotated), or ``None``."""
+    group: str | None = None
+    """Speaker, session or dialogue (IEMOCAP: ``Ses01``), what group-aware folds keep whole."""
 
     @property
     def is_labelled(self) -> bool:
@@ -91,6 +114,8 @@ class Manifest:
     """All samples of one dataset plus its label spec.
 
     ``train_split`` names the split cross-validation runs on; every other split is predicted.
+    ``protocol``: the fold protocol the dataset's literature uses (IEMOCAP: ``logo`` over its
+    sessions), taken when ``train.protocol`` is null; ``None``: no preference.
     """
 
     dataset: str
@@ -98,6 +123,7 @@ class Manifest:
     samples: list[Sample]
     train_split: str = "train"
     root: str | None = None
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
         counts = Counter(s.name for s in self.samples)
@@ -155,15 +181,19 @@ class Manifest:
 
     def subset(self, names: Iterable[str]) -> "Manifest":
         return Manifest(self.dataset, self.label_spec, [self._by_name[n] for n in names],
-                        self.train_split, self.root)
+                        self.train_split, self.root, self.protocol)
 
     def summary(self) -> str:
-        lines = [f"{self.dataset}: {len(self)} samples, classes {list(self.label_spec.classes)}"
-                 f"{', valence' if self.label_spec.has_valence else ''}"]
+        spec = self.label_spec
+        what = f"valence in {list(spec.valence_range)} (no classes)" if spec.valence_only else \
+            f"classes {list(spec.classes)}{', valence' if spec.has_valence else ''}"
+        lines = [f"{self.dataset}: {len(self)} samples, {what}"]
         for sp in self.splits:
             ss = self.split(sp)
-            labelled = sum(s.is_labelled for s in ss)
-            lines.append(f"  {sp}: {len(ss)} samples, {labelled} labelled")
+            labelled = sum(spec.has_target(s) for s in ss)
+            groups = {s.group for s in ss if s.group is not None}
+            lines.append(f"  {sp}: {len(ss)} samples, {labelled} labelled" +
+                         (f", {len(groups)} groups" if groups else ""))
         return "\n".join(lines)
 
     # --- persistence (JSONL: one header line, then one sample per line) ---------------------
@@ -177,7 +207,8 @@ class Manifest:
                       "valence_range": list(self.label_spec.valence_range),
                       "has_arousal": self.label_spec.has_arousal,
                       "has_frame_labels": self.label_spec.has_frame_labels,
-                      "train_split": self.train_split, "root": self.root}
+                      "has_discrete": self.label_spec.has_discrete,
+                      "train_split": self.train_split, "root": self.root, "protocol": self.protocol}
             f.write(json.dumps({"manifest": header}, ensure_ascii=False) + "\n")
             for s in self.samples:
                 f.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
@@ -189,16 +220,21 @@ class Manifest:
             header = json.loads(f.readline())["manifest"]
             samples = [Sample.from_json(json.loads(line)) for line in f if line.strip()]
         spec = LabelSpec(tuple(header["classes"]), header["has_valence"], tuple(header["valence_range"]),
-                         bool(header.get("has_arousal", False)), bool(header.get("has_frame_labels", False)))
-        return cls(header["dataset"], spec, samples, header["train_split"], header.get("root"))
+                         bool(header.get("has_arousal", False)), bool(header.get("has_frame_labels", False)),
+                         bool(header.get("has_discrete", True)))
+        return cls(header["dataset"], spec, samples, header["train_split"], header.get("root"),
+                   header.get("protocol"))
 
 
 def label_arrays(samples: Sequence[Sample], spec: LabelSpec):
-    """``(y_class [N] int64 with -1 for unknown, y_valence [N] float32 with nan for unknown)``."""
+    """``(y_class [N] int64 with -1 for unknown, y_valence [N] float32 with nan for unknown)``;
+    a target the spec does not learn (``has_discrete`` / ``has_valence`` false) is unknown throughout."""
     import numpy as np
 
-    y = np.array([spec.index(s.discrete) if s.discrete is not None else -1 for s in samples], dtype=np.int64)
-    v = np.array([s.valence if s.valence is not None else np.nan for s in samples], dtype=np.float32)
+    y = np.array([spec.index(s.discrete) if s.discrete is not None and spec.has_discrete else -1
+                  for s in samples], dtype=np.int64)
+    v = np.array([s.valence if s.valence is not None and spec.has_valence else np.nan for s in samples],
+                 dtype=np.float32)
     return y, v
 
 

@@ -13,12 +13,20 @@ Columns (JSONL: keys; only ``name`` is required)::
     frame_labels              per-frame class file (ABAW Expr format: an optional header line, then
                               one class index per video frame, -1 = unannotated); a row without
                               ``discrete`` takes its most frequent annotated frame class
+    group                     speaker / session / dialogue id, kept whole by the group-aware fold
+                              protocols (``train.protocol=stratified_group`` or ``logo``); without
+                              the column, IEMOCAP-style names (``Ses01F_impro01_F000``) give their
+                              session (``Ses01``)
+
+A dataset whose rows carry a ``valence`` and no ``discrete`` is sentiment data: the valence is its
+only target (CMU-MOSI style), scored with the sentiment metrics.
 
 Any other column is kept, per sample, in ``Sample.meta`` (speaker, duration, ...). An empty
 transcript cell is an empty transcript (``''``). Errors name the file, the row and the sample.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -33,7 +41,7 @@ LAYOUT = "generic"
 MEDIA_COLUMNS = {"video": "video_path", "audio": "audio_path", "face": "face_path"}
 PLAIN_TEXT_COLUMNS = ("text", "transcript")
 TEXT_PREFIX = "text_"
-KNOWN_COLUMNS = {"name", "split", "discrete", "valence", "arousal", "frame_labels", *MEDIA_COLUMNS,
+KNOWN_COLUMNS = {"name", "split", "discrete", "valence", "arousal", "frame_labels", "group", *MEDIA_COLUMNS,
                  *PLAIN_TEXT_COLUMNS}
 
 
@@ -143,10 +151,11 @@ def _row_sample(row: dict[str, Any], row_no: int, ctx: _Context) -> Sample:
         arousal = parse_valence(row.get("arousal"), where)
     except ValueError as e:
         raise ValueError(str(e).replace(": valence ", ": arousal ", 1)) from None
+    group = None if _empty(row.get("group")) else str(row["group"]).strip()
     return Sample(name=name, split=split, **_media(row, ctx, where),
                   transcripts=_transcripts(row, ctx, where), discrete=discrete,
                   valence=parse_valence(row.get("valence"), where), meta=meta,
-                  arousal=arousal, frame_labels=frame_labels)
+                  arousal=arousal, frame_labels=frame_labels, group=group)
 
 
 def _with_frame_majority(samples: list[Sample], classes: Sequence[str]) -> list[Sample]:
@@ -190,9 +199,12 @@ def _label_spec(samples: Sequence[Sample], classes: Sequence[str] | None, ctx: _
             raise ValueError(f"{where}: arousal {s.arousal} is outside valence_range {list(valence_range)} "
                              f"(shared by both dimensions)")
     has_valence = any(s.valence is not None for s in samples)
+    # no class anywhere but valences: sentiment data, the valence its only target
+    has_discrete = bool(classes) or not has_valence
     return LabelSpec(tuple(classes), has_valence=has_valence, valence_range=(float(low), float(high)),
                      has_arousal=any(s.arousal is not None for s in samples),
-                     has_frame_labels=any(s.frame_labels is not None for s in samples))
+                     has_frame_labels=any(s.frame_labels is not None for s in samples),
+                     has_discrete=has_discrete)
 
 
 @RECIPES.register(LAYOUT)
@@ -221,6 +233,12 @@ def prepare_generic(root: str | os.PathLike, *, manifest: str | os.PathLike, lan
     rows = read_rows(source)
     samples = [_row_sample(row, row_no, ctx) for row_no, row in enumerate(rows, start=1)]
     check_names([s.name for s in samples], source)
+    if not any("group" in row for row in rows):
+        from .prepare_merbench import iemocap_session
+
+        sessions = [iemocap_session(s.name) for s in samples]
+        if samples and all(sessions):
+            samples = [dataclasses.replace(s, group=g) for s, g in zip(samples, sessions)]
     if any(s.frame_labels is not None and s.discrete is None for s in samples):
         if classes is None:
             raise ValueError(f"{source}: rows with frame_labels and no discrete label need classes=[...] "

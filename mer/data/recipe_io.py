@@ -5,6 +5,8 @@ checking and error wording lives here once, so all layouts fail the same helpful
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 import numbers
@@ -333,6 +335,70 @@ def find_media(root: Path, names: Iterable[str], video_dirs: Sequence[str] = ("v
 
     return Media(merged(video_dirs, VIDEO_EXTS), merged(audio_dirs, AUDIO_EXTS),
                  face_paths(root / face_dir, names))
+
+
+MEDIA_FIELDS: tuple[str, ...] = ("video_path", "audio_path", "face_path")
+
+ALLOW_LINKS_OPTION = "data.options.allow_external_links=true"
+
+
+def external_target(path: str | os.PathLike, root: str | os.PathLike) -> Path | None:
+    """Where ``path`` really is when it lies in ``root`` as listed but a symlink (of the file or of
+    a folder on its way) takes it out of ``root``; None when it stays inside, or when the path is
+    outside ``root`` as written (an absolute path a manifest names on purpose is not a link)."""
+    listed = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    given = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    real_root = _real_dir(given)
+    if not (_inside(listed, given) or _inside(listed, real_root)):
+        return None
+    folder, name = os.path.split(listed)
+    real = os.path.realpath(listed) if os.path.islink(listed) else os.path.join(_real_dir(folder), name)
+    return None if _inside(real, real_root) else Path(real)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_dir(folder: str) -> str:
+    """``folder`` resolved, once per folder and call (a release has few folders, many files)."""
+    return os.path.realpath(folder)
+
+
+def refuse_external_links(samples: Sequence[Sample], root: str | os.PathLike, allow: bool = False,
+                          dataset: str = "") -> list[Sample]:
+    """``samples`` with every media path that links out of the dataset ``root`` dropped (a link in
+    a downloaded release must not make mer read files elsewhere on the machine).
+
+    A dropped path leaves ``meta["refused_media"][field]`` saying which link went where, so the
+    extractors record that sample's failure as ``external_link`` with that message and the run
+    goes on with the rest. ``allow=True`` (``data.options.allow_external_links=true``) keeps them.
+    """
+    if allow:
+        return list(samples)
+    _real_dir.cache_clear()                     # folders are resolved once per call, as they are now
+    out: list[Sample] = []
+    refused: list[str] = []
+    for sample in samples:
+        dropped: dict[str, str] = {}
+        for name in MEDIA_FIELDS:
+            path = getattr(sample, name)
+            target = external_target(path, root) if path else None
+            if target is not None:
+                dropped[name] = (f"sample {sample.name}: {name} {path} links to {target}, outside the "
+                                 f"dataset root {root}; not read (set {ALLOW_LINKS_OPTION} to follow "
+                                 f"links out of the root)")
+        if dropped:
+            meta = {**dict(sample.meta), "refused_media": dropped}
+            sample = dataclasses.replace(sample, meta=meta, **{k: None for k in dropped})
+            refused.append(next(iter(dropped.values())))
+        out.append(sample)
+    if refused:
+        log.warning("%s%d sample(s) have media linking out of the dataset root, e.g. %s; they are recorded "
+                    "as failures (external_link) and the rest goes on", f"{dataset}: " if dataset else "",
+                    len(refused), refused[0])
+    return out
 
 
 def build_sample(name: str, split: str, media: Media, transcripts: Transcripts,

@@ -5,6 +5,7 @@ Each recipe lives in ``mer/data/prepare_<layout>.py`` and registers itself here;
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from typing import Callable
@@ -15,6 +16,9 @@ from .manifest import Manifest
 
 Recipe = Callable[..., Manifest]
 RECIPES: Registry[Recipe] = Registry("dataset layout")
+
+COMMON_OPTIONS: tuple[str, ...] = ("allow_external_links",)
+"""Options :func:`prepare` takes for every layout (``data.options.<name>``), beside the recipe's own."""
 
 
 def load_recipes() -> Registry[Recipe]:
@@ -27,5 +31,15 @@ def load_recipes() -> Registry[Recipe]:
 
 
 def prepare(layout: str, root, **options) -> Manifest:
-    """Build the manifest of the dataset at ``root`` released in ``layout``."""
-    return load_recipes().get(layout)(root, **options)
+    """Build the manifest of the dataset at ``root`` released in ``layout``.
+
+    Media that link out of ``root`` are not followed unless ``allow_external_links=True``
+    (:func:`~mer.data.recipe_io.refuse_external_links`): those samples fail as ``external_link``."""
+    from .recipe_io import refuse_external_links
+
+    allow = bool(options.pop(COMMON_OPTIONS[0], False))
+    manifest = load_recipes().get(layout)(root, **options)
+    samples = refuse_external_links(manifest.samples, root, allow, manifest.dataset)
+    if all(a is b for a, b in zip(samples, manifest.samples)):
+        return manifest
+    return dataclasses.replace(manifest, samples=samples)

@@ -80,7 +80,10 @@ def load_mlflow(experiment: str, tracking_uri: str | None = None) -> list[RunRec
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         known = [e.name for e in client.search_experiments()]
-        raise SystemExit(f"no MLflow experiment {experiment!r} in {client._tracking_client.tracking_uri} (have: {known})")
+        from mer.redact import mask_secrets
+
+        where = mask_secrets(client._tracking_client.tracking_uri)
+        raise SystemExit(f"no MLflow experiment {experiment!r} in {where} (have: {known})")
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",

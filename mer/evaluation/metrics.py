@@ -247,3 +247,98 @@ def primary_metric(has_valence: bool, track: str) -> str:
         return "wf1"
     return metric
 
+
+
+# --- sentiment (valence-only) datasets: CMU-MOSI, CMU-MOSEI, CH-SIMS, CH-SIMS v2 ---------------
+SENTIMENT_METRICS: tuple[str, ...] = ("has0_acc2", "has0_f1", "non0_acc2", "non0_f1", "acc7", "acc5",
+                                      "mae", "corr")
+"""The keys of :func:`sentiment_metrics`, as the MOSI/MOSEI papers (and MMSA) report them."""
+
+LOWER_IS_BETTER: frozenset[str] = frozenset({"mse", "mae"})
+"""Scores where less is better; epoch selection negates them."""
+
+
+def _checked_valences(v_true: ArrayLike, v_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(v_true, dtype=np.float64).ravel()
+    p = np.asarray(v_pred, dtype=np.float64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"sentiment scores need one prediction per target, got {t.shape} and {p.shape}")
+    if len(t) == 0:
+        raise ValueError("no samples: v_true and v_pred are empty")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))):
+        raise ValueError("sentiment scores need finite valences (leave unknown rows out first)")
+    return t, p
+
+
+def binary_sentiment(v_true: ArrayLike, v_pred: ArrayLike, *, exclude_zero: bool) -> tuple[float, float]:
+    """``(accuracy, weighted F1)`` of the sentiment's sign.
+
+    ``exclude_zero=True`` ("Non0"): rows whose *true* valence is 0 are left out and the classes are
+    ``> 0`` vs ``< 0`` (a predicted 0 counts as negative). ``exclude_zero=False`` ("Has0"): every
+    row, ``>= 0`` vs ``< 0``. ``nan`` for both when no row is left (every true valence is 0)."""
+    t, p = _checked_valences(v_true, v_pred)
+    if exclude_zero:
+        keep = t != 0
+        if not keep.any():
+            return float("nan"), float("nan")
+        t_bin, p_bin = t[keep] > 0, p[keep] > 0
+    else:
+        t_bin, p_bin = t >= 0, p >= 0
+    return accuracy(t_bin, p_bin), weighted_f1(t_bin, p_bin)
+
+
+def multiclass_sentiment_accuracy(v_true: ArrayLike, v_pred: ArrayLike, n_classes: int,
+                                  valence_range: tuple[float, float] = (-3.0, 3.0)) -> float:
+    """Acc7 (``n_classes=7``) / Acc5 (``5``): both valences scaled to [-3, 3], clipped to
+    ``[-(n-1)/2, (n-1)/2]`` and rounded to the nearest integer; the share of rows where they agree.
+
+    On the [-3, 3] scale of MOSI/MOSEI this is the papers' definition (MMSA ``Mult_acc_7`` /
+    ``Mult_acc_5``). Another symmetric range ``[-r, r]`` (SIMS: [-1, 1]) is scaled by ``3 / r``
+    first, so the bins keep their width relative to the scale (for SIMS they are 1/3 wide; MMSA's
+    own SIMS scores use other, uneven bins and are not these)."""
+    if n_classes % 2 != 1 or n_classes < 3:
+        raise ValueError(f"n_classes must be odd and >= 3, got {n_classes}")
+    t, p = _checked_valences(v_true, v_pred)
+    scale = 3.0 / _half_range(valence_range)
+    edge = (n_classes - 1) / 2
+    t_cls = np.round(np.clip(t * scale, -edge, edge))
+    p_cls = np.round(np.clip(p * scale, -edge, edge))
+    return float(np.mean(t_cls == p_cls))
+
+
+def _half_range(valence_range: tuple[float, float]) -> float:
+    low, high = float(valence_range[0]), float(valence_range[1])
+    if not (high > 0 and np.isclose(low, -high)):
+        raise ValueError(f"sentiment scores need a range symmetric about 0, got {list(valence_range)}")
+    return high
+
+
+def mae(v_true: ArrayLike, v_pred: ArrayLike) -> float:
+    """Mean absolute error."""
+    t, p = _checked_valences(v_true, v_pred)
+    return float(np.mean(np.abs(t - p)))
+
+
+def pearson(v_true: ArrayLike, v_pred: ArrayLike) -> float:
+    """Pearson correlation (``np.corrcoef``); 0 when either series is constant, where the
+    coefficient is undefined (a model that predicts one value everywhere has learnt nothing)."""
+    t, p = _checked_valences(v_true, v_pred)
+    if len(t) < 2 or np.std(t) == 0 or np.std(p) == 0:
+        return 0.0
+    return float(np.corrcoef(t, p)[0, 1])
+
+
+def sentiment_metrics(v_true: ArrayLike, v_pred: ArrayLike,
+                      valence_range: tuple[float, float] = (-3.0, 3.0)) -> dict[str, float]:
+    """Every sentiment score of :data:`SENTIMENT_METRICS` for one set of predictions.
+
+    ``has0_acc2`` / ``has0_f1``: sign ``>= 0`` vs ``< 0`` over all rows; ``non0_acc2`` / ``non0_f1``:
+    ``> 0`` vs ``< 0`` over rows whose true valence is not 0 (MERBench's headline score for MOSI,
+    MOSEI and SIMS); ``acc7`` / ``acc5``: :func:`multiclass_sentiment_accuracy`; ``mae``; ``corr``
+    (Pearson). Predictions are used as they are (not clipped), as MMSA scores MOSI."""
+    has0 = binary_sentiment(v_true, v_pred, exclude_zero=False)
+    non0 = binary_sentiment(v_true, v_pred, exclude_zero=True)
+    return {"has0_acc2": has0[0], "has0_f1": has0[1], "non0_acc2": non0[0], "non0_f1": non0[1],
+            "acc7": multiclass_sentiment_accuracy(v_true, v_pred, 7, valence_range),
+            "acc5": multiclass_sentiment_accuracy(v_true, v_pred, 5, valence_range),
+            "mae": mae(v_true, v_pred), "corr": pearson(v_true, v_pred)}

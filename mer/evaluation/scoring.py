@@ -7,11 +7,15 @@ from .metrics import emotion_metrics
 
 
 def score_predictions(y_true: np.ndarray, probs: np.ndarray, v_true: np.ndarray | None = None,
-                      v_pred: np.ndarray | None = None) -> dict[str, float]:
+                      v_pred: np.ndarray | None = None, valence_range=None) -> dict[str, float]:
     """Official metrics over the rows whose label is known (``y_true >= 0``).
 
     Valence metrics (``mse``, ``combined``) are added when predictions and at least one known
-    true valence exist."""
+    true valence exist. ``valence_range`` (set for sentiment data, whose only target is valence:
+    see :attr:`mer.training.data.Split.valence_range`): the scores are the sentiment metrics of
+    :func:`mer.evaluation.metrics.sentiment_metrics` and ``mse`` over the rows with a known valence."""
+    if valence_range is not None:
+        return score_sentiment(v_true, v_pred, valence_range)
     known = y_true >= 0
     if not known.any():
         return {}
@@ -26,6 +30,19 @@ def score_predictions(y_true: np.ndarray, probs: np.ndarray, v_true: np.ndarray 
             m.update({"mse": mv["mse"], "combined": m["wf1"] - 0.25 * mv["mse"]})
             return m
     return emotion_metrics(y_true[known], y_pred[known])
+
+
+def score_sentiment(v_true, v_pred, valence_range) -> dict[str, float]:
+    """Sentiment metrics and ``mse`` over the rows with a known true valence; ``{}`` when none."""
+    from .metrics import mse, sentiment_metrics
+
+    if v_true is None or v_pred is None:
+        return {}
+    known = np.isfinite(v_true)
+    if not known.any():
+        return {}
+    t, p = np.asarray(v_true)[known], np.asarray(v_pred)[known]
+    return {**sentiment_metrics(t, p, tuple(valence_range)), "mse": mse(t, p)}
 
 
 def score_targets(targets, outputs, v_true=None) -> dict[str, float]:
@@ -51,23 +68,28 @@ def score_targets(targets, outputs, v_true=None) -> dict[str, float]:
     return out
 
 
-def score_outputs(y_true, outputs, v_true=None, targets=None) -> dict[str, float]:
+def score_outputs(y_true, outputs, v_true=None, targets=None, valence_range=None) -> dict[str, float]:
     """:func:`score_predictions` plus :func:`score_targets` for one split's predictions."""
-    scores = score_predictions(y_true, outputs["probs"], v_true, outputs.get("valence"))
+    scores = score_predictions(y_true, outputs["probs"], v_true, outputs.get("valence"), valence_range)
     if targets or (v_true is not None and outputs.get("valence") is not None):
         scores.update(score_targets(targets or {}, outputs, v_true))
     return scores
 
 
 def score_for_selection(metric: str, y_true, probs, v_true=None, v_pred=None, *, outputs=None,
-                        targets=None) -> float:
+                        targets=None, valence_range=None) -> float:
     """The epoch-selection score (higher is better): ``wf1``, ``acc``, ``combined``, or with
-    ``outputs`` / ``targets``: ``frame_f1``, ``arousal_ccc``, ``valence_ccc``, ``va_ccc``."""
+    ``outputs`` / ``targets``: ``frame_f1``, ``arousal_ccc``, ``valence_ccc``, ``va_ccc``; for
+    sentiment data (``valence_range``) any of :data:`mer.evaluation.metrics.SENTIMENT_METRICS`.
+    Scores where less is better (``mse``, ``mae``) are negated."""
+    from .metrics import LOWER_IS_BETTER
+
     if outputs is not None:
-        scores = score_outputs(y_true, outputs, v_true, targets)
+        scores = score_outputs(y_true, outputs, v_true, targets, valence_range)
     else:
-        scores = score_predictions(y_true, probs, v_true, v_pred)
+        scores = score_predictions(y_true, probs, v_true, v_pred, valence_range)
     if metric not in scores:
         raise ValueError(f"selection metric {metric!r} is not available here ({sorted(scores)}); "
-                         "'combined' needs valence labels, frame_f1 per-frame labels, arousal_ccc arousal")
-    return scores[metric]
+                         "'combined' needs valence labels, frame_f1 per-frame labels, arousal_ccc arousal, "
+                         "the sentiment scores (non0_f1, mae, ...) valence-only data")
+    return -scores[metric] if metric in LOWER_IS_BETTER else scores[metric]

@@ -116,4 +116,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mer.errors import run_cli
+
+    run_cli(main)

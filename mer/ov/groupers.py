@@ -250,6 +250,9 @@ class ChatClient:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         url = f"{self.base_url}/chat/completions"
+        from mer.redact import mask_secrets
+
+        shown = mask_secrets(url)                   # messages never carry a password in the URL
         last: Exception | None = None
         for _ in range(self.retries + 1):
             request = urllib.request.Request(url, data=body, headers=headers, method="POST")
@@ -259,13 +262,13 @@ class ChatClient:
                 return str(payload["choices"][0]["message"]["content"])
             except urllib.error.HTTPError as err:
                 detail = err.read().decode("utf-8", "replace")[:200]
-                last = RuntimeError(f"{url} answered HTTP {err.code}: {detail}")
+                last = RuntimeError(f"{shown} answered HTTP {err.code}: {detail}")
                 if err.code in (400, 401, 403, 404):
                     break
             except (urllib.error.URLError, TimeoutError, OSError) as err:
-                last = RuntimeError(f"cannot reach {url}: {err}")
+                last = RuntimeError(f"cannot reach {shown}: {mask_secrets(str(err))}")
             except (KeyError, IndexError, ValueError) as err:
-                last = RuntimeError(f"{url} did not answer in the chat-completions format: {err}")
+                last = RuntimeError(f"{shown} did not answer in the chat-completions format: {err}")
                 break
         raise last  # type: ignore[misc]
 
@@ -339,7 +342,9 @@ class LLMGrouper(BaseGrouper):
         self.n_unparsed = 0
 
     def describe(self) -> str:
-        return f"llm ({self.client.model} at {self.client.base_url})"
+        from mer.redact import mask_secrets
+
+        return f"llm ({self.client.model} at {mask_secrets(self.client.base_url)})"
 
     def group(self, sample, gt, pred):
         words = list(dict.fromkeys([*gt, *pred]))

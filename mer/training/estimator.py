@@ -41,13 +41,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+SELECTIONS = ("fold", "inner")
+"""How the kept epoch is chosen: on the ``eval_set`` given to ``fit`` (the held-out fold, as the
+official protocol does) or on an inner split of the training rows (honest out-of-fold scores)."""
+
+
 class FusionEstimator(ClassifierMixin, BaseEstimator):
     def __init__(self, fusion: str = "attention", fusion_params: Mapping[str, Any] | None = None, *,
                  num_classes: int = 6, has_valence: bool = True, epochs: int = 100, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 32, grad_clip: float | None = None,
                  select_metric: str = "wf1", standardize: bool = True, seed: int = 0,
                  device: str = "cpu", num_threads: int | None = 1, window_size: int | None = None,
-                 window_hop: int | None = None, frame_reference: str | None = None) -> None:
+                 window_hop: int | None = None, frame_reference: str | None = None,
+                 selection: str = "fold", inner_fraction: float = 0.15, patience: int | None = None,
+                 blend_linear: float = 0.0) -> None:
         self.fusion = fusion
         self.fusion_params = fusion_params
         self.num_classes = num_classes
@@ -65,6 +72,10 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         self.window_size = window_size
         self.window_hop = window_hop
         self.frame_reference = frame_reference
+        self.selection = selection
+        self.inner_fraction = inner_fraction
+        self.patience = patience
+        self.blend_linear = blend_linear
 
     # --- fitting ----------------------------------------------------------------------------
     def _level_split(self, split: Split) -> Split:
@@ -96,7 +107,8 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         X, plan = window_bundle(split.X, int(self.window_size), hop, reference)
         o = plan.owner
         targets = {k: (window_frame_targets(t, plan) if k == "frames" else t[o]) for k, t in split.targets.items()}
-        return Split(X, split.y[o], split.v[o], None if split.weight is None else split.weight[o], targets), plan
+        return Split(X, split.y[o], split.v[o], None if split.weight is None else split.weight[o], targets,
+                     valence_range=split.valence_range), plan
 
     def _frame_stream(self, split: Split) -> str:
         """The stream per-frame labels and outputs follow: ``frame_reference``, else the default
@@ -157,46 +169,150 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
             out[m] = (mu, sd)
         return out
 
-    def fit(self, train: Split, eval_set: Split | None = None, strategy=None, on_epoch=None) -> "FusionEstimator":
+    def _is_convex(self) -> bool:
+        return getattr(load_fusion_models().get(self.fusion), "solver", "loop") == "convex"
+
+    def _inner_rows(self, train: Split) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(fitting rows, inner validation rows)`` of a training fold for ``selection='inner'``:
+        a seeded stratified (group-aware when the split has groups) share ``inner_fraction`` of the
+        rows a person labelled. Corrupted copies (``<name>@<condition>``) and down-weighted rows
+        (pseudo-labels) always stay on the fitting side. ``None`` when too few rows to split."""
+        from .folds import GROUP_PROTOCOLS, make_folds, valence_strata
+
+        weight = train.weight if train.weight is not None else np.ones(len(train))
+        eligible = np.array([("@" not in n) for n in train.names]) & (weight >= 1.0)
+        strata = train.y.copy()
+        if not (strata >= 0).any() and np.isfinite(train.v).any():
+            strata = valence_strata(train.v, 2)
+        strata[~eligible] = -1
+        k = max(2, int(round(1.0 / float(self.inner_fraction))))
+        counts = np.bincount(strata[strata >= 0]) if (strata >= 0).any() else np.zeros(1, int)
+        if not counts.any() or counts[counts > 0].min() < k:
+            return None
+        groups = train.groups if train.protocol in GROUP_PROTOCOLS else None
+        protocol = "stratified_group" if groups is not None else "stratified"
+        try:
+            folds = make_folds(strata, groups, protocol, k, self.seed + 104729)
+        except ValueError:                  # too few groups for an inner group split
+            folds = make_folds(strata, None, "stratified", k, self.seed + 104729)
+        inner = np.sort(folds[0][1])
+        return np.setdiff1d(np.arange(len(train)), inner), inner
+
+    def _fit_convex(self, train: Split, eval_set: Split | None, strategy) -> "FusionEstimator":
         from mer.evaluation.scoring import score_for_selection
+
+        from .convex import check_supported, fit_convex
+
+        train = self._level_split(train)
+        check_supported(train, strategy)
+        self.input_dims_ = train.X.dims
+        self.scalers_ = self._scalers(train) if self.standardize else None
+        self.model_ = build_fusion(self.fusion, self.input_dims_, self.num_classes, self.has_valence,
+                                   arousal="arousal" in train.targets, **dict(self.fusion_params or {}))
+        inputs, present, batch = to_tensors(train, "cpu", self.scalers_)
+        with torch_threads(self.num_threads):
+            chosen = fit_convex(self.model_, inputs, present, batch, seed=self.seed)
+        record = {"epoch": 0, "C": chosen.C, **{f"alpha_{k}": a for k, a in chosen.alphas.items()}}
+        if eval_set is not None:
+            pred = self.predict_outputs(eval_set)
+            held = self._level_split(eval_set)
+            record["score"] = float(score_for_selection(self.select_metric, held.y, pred["probs"], held.v,
+                                                        pred.get("valence"), outputs=pred, targets=held.targets,
+                                                        valence_range=held.valence_range))
+        self.chosen_ = chosen
+        self.best_epoch_ = 0
+        self.best_score_ = record.get("score", float("nan"))
+        self.history_ = [record]
+        return self
+
+    def fit(self, train: Split, eval_set: Split | None = None, strategy=None, on_epoch=None) -> "FusionEstimator":
+        """Fit on ``train``. The epoch kept is the best by ``select_metric`` on ``eval_set``
+        (``selection='fold'``, the MER2023 protocol: with the held-out fold as ``eval_set`` its
+        score is optimistic) or on an inner split of ``train`` (``selection='inner'``: ``eval_set``
+        is then only monitored, each epoch's scores recorded in ``history_``, so the held-out fold
+        stays unseen and its score is honest)."""
+        from mer.evaluation.scoring import score_for_selection, score_outputs
         from mer.tracks.base import SupervisedStrategy
 
         strategy = strategy or SupervisedStrategy()
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self._is_convex():
+            return self._fit_convex(train, eval_set, strategy)
         device = resolve_device(self.device)
         torch.manual_seed(self.seed)
-        train, _ = self._windowed(self._level_split(train))
-        eval_plan = None
-        if eval_set is not None:
-            eval_whole = self._level_split(eval_set)
-            eval_set, eval_plan = self._windowed(eval_whole)
+        whole_train = train
+        train = self._level_split(train)
+        eval_whole = self._level_split(eval_set) if eval_set is not None else None
+        monitor_whole = None
+        if self.selection == "inner":
+            rows = self._inner_rows(train)
+            if rows is not None:
+                monitor_whole = eval_whole
+                eval_whole = train.rows(rows[1])
+                train = train.rows(rows[0])
+        train, _ = self._windowed(train)
+        eval_set, eval_plan = self._windowed(eval_whole) if eval_whole is not None else (None, None)
+        monitor, monitor_plan = self._windowed(monitor_whole) if monitor_whole is not None else (None, None)
         self.input_dims_ = train.X.dims
         self.scalers_ = self._scalers(train) if self.standardize else None
         self.model_ = self._build_model(train)
 
+        def selection_score(pred, split):
+            return score_for_selection(self.select_metric, split.y, pred["probs"], split.v, pred.get("valence"),
+                                       outputs=pred, targets=split.targets, valence_range=split.valence_range)
+
         def score_fn(pred, split):
             if eval_plan is not None:         # windows -> samples, scored against the whole samples
                 pred, split = self._merge(pred, eval_plan), eval_whole
-            return score_for_selection(self.select_metric, split.y, pred["probs"], split.v, pred.get("valence"),
-                                       outputs=pred, targets=split.targets)
+            return selection_score(pred, split)
+
+        def monitor_fn(pred, split):
+            if monitor_plan is not None:
+                pred, split = self._merge(pred, monitor_plan), monitor_whole
+            return selection_score(pred, split), score_outputs(split.y, pred, split.v, split.targets,
+                                                               split.valence_range)
 
         with torch_threads(self.num_threads if device == "cpu" else None):
             result = train_loop(self.model_, strategy.loss, train, eval_set, score_fn=score_fn,
                                 epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
                                 batch_size=self.batch_size, grad_clip=self.grad_clip, seed=self.seed,
                                 device=device, scalers=self.scalers_, on_epoch=on_epoch,
-                                augment=getattr(strategy, "augment", None))
+                                augment=getattr(strategy, "augment", None),
+                                monitor=monitor, monitor_fn=monitor_fn if monitor is not None else None,
+                                patience=self.patience)
         self.best_epoch_ = result.best_epoch
         self.best_score_ = result.best_score
         self.history_ = result.history
         self.model_.cpu()
+        self.linear_ = self._fit_blend_partner(whole_train, strategy)
         return self
+
+    def _fit_blend_partner(self, train: Split, strategy) -> "FusionEstimator | None":
+        """With ``blend_linear > 0``: ``fusion=linear`` fitted on the same rows (all of them; it
+        chooses its regularisation by inner CV), whose outputs are averaged with this model's at
+        that weight. ``None`` without blending, and for per-frame targets (a linear model has no
+        per-frame head)."""
+        if not self.blend_linear or "frames" in train.targets:
+            return None
+        partner = FusionEstimator(fusion="linear", fusion_params={}, num_classes=self.num_classes,
+                                  has_valence=self.has_valence, select_metric=self.select_metric,
+                                  standardize=self.standardize, seed=self.seed, num_threads=self.num_threads)
+        return partner.fit(train, strategy=strategy)
 
     # --- prediction -------------------------------------------------------------------------
     def predict_outputs(self, split: Split) -> dict[str, np.ndarray]:
         windows, plan = self._windowed(self._level_split(split))
         inputs, present, _ = to_tensors(windows, "cpu", self.scalers_)
         with torch_threads(self.num_threads):
-            return self._merge(predict(self.model_, inputs, present), plan)
+            out = self._merge(predict(self.model_, inputs, present), plan)
+        partner = getattr(self, "linear_", None)
+        if partner is not None:
+            lin, w = partner.predict_outputs(split), float(self.blend_linear)
+            for key in ("probs", "valence", "arousal"):
+                if key in out and key in lin:
+                    out[key] = ((1.0 - w) * out[key] + w * lin[key]).astype(out[key].dtype)
+        return out
 
     def predict_proba(self, split: Split) -> np.ndarray:
         return self.predict_outputs(split)["probs"]

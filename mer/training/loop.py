@@ -95,21 +95,35 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, train: Split, val: Spl
                grad_clip: float | None, seed: int, device: str,
                scalers: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                on_epoch: Callable[[dict], None] | None = None,
-               augment: AugmentFn | None = None) -> LoopResult:
+               augment: AugmentFn | None = None, monitor: Split | None = None,
+               monitor_fn: Callable[[dict, Split], tuple[float, dict]] | None = None,
+               patience: int | None = None) -> LoopResult:
     """Adam, shuffled mini-batches from a seeded generator, best epoch by ``score_fn`` on ``val``
     (the last epoch when there is no ``val``). Leaves ``model`` holding the best epoch's weights.
     ``augment`` (the strategy's) transforms each training batch's inputs, with its own seeded
-    generator so batches and initialisation stay what they are without it."""
+    generator so batches and initialisation stay what they are without it.
+
+    ``monitor`` (with ``monitor_fn -> (selection score, all scores)``): a split scored every epoch
+    for the record only (``history[i]['monitor_score']``, ``['monitor']``), never for selection:
+    the held-out fold when the epoch is chosen on an inner split, so the official protocol's
+    best-epoch figure can be reported beside the honest one. ``patience``: stop after that many
+    epochs without a better selection score."""
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 7919) if augment is not None else None
     tr_inputs, tr_present, tr_batch = to_tensors(train, device, scalers)
-    labelled = torch.nonzero(tr_batch["y"] >= 0).squeeze(1).cpu()
+    # rows with a target: a class, or (sentiment data, no class at all) a valence
+    has_target = tr_batch["y"] >= 0
+    if train.valence_range is not None:
+        has_target = has_target | torch.isfinite(tr_batch["v"])
+    labelled = torch.nonzero(has_target).squeeze(1).cpu()
     if len(labelled) == 0:
         raise ValueError("no labelled rows to train on")
     if val is not None:
         va_inputs, va_present, _ = to_tensors(val, device, scalers)
+    if monitor is not None:
+        mo_inputs, mo_present, _ = to_tensors(monitor, device, scalers)
     best = LoopResult(best_epoch=-1, best_score=-np.inf)
     best_state = None
     for epoch in range(1, epochs + 1):
@@ -138,12 +152,16 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, train: Split, val: Spl
             record["score"] = float(score_fn(pred, val))
         else:
             record["score"] = -record["train_loss"]
+        if monitor is not None and monitor_fn is not None:
+            record["monitor_score"], record["monitor"] = monitor_fn(predict(model, mo_inputs, mo_present), monitor)
         best.history.append(record)
         if on_epoch is not None:
             on_epoch(record)
         if record["score"] > best.best_score:
             best.best_score, best.best_epoch = record["score"], epoch
             best_state = copy.deepcopy(model.state_dict())
+        elif patience and epoch - best.best_epoch >= patience:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     return best

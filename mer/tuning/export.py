@@ -1,5 +1,8 @@
-"""A study's best trial as a pinned Hydra experiment: ``conf/experiment/<study>.yaml``, run with
-``python -m mer.run +experiment=<study>``.
+"""A study's best trial as a pinned Hydra experiment: ``<study run folder>/experiment/<study>.yaml``
+(or ``<tune.export_dir>/<study>.yaml``), run with the command :func:`reproduce_command` prints,
+``python -m mer.run --config-dir <run folder> +experiment=<study>``: ``--config-dir`` puts the
+folder on Hydra's search path, where ``+experiment=`` finds ``experiment/<study>.yaml``. The tracked
+``conf/experiment/`` is written only when ``tune.export_dir`` names it.
 
 The file selects the config groups the study ran with (``override /fusion: mlp``...) and pins
 every value a result depends on: training settings, fusion parameters, feature streams and their
@@ -8,6 +11,7 @@ options, the data settings (not the dataset's folder, which is machine-specific)
 from __future__ import annotations
 
 import re
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -74,12 +78,34 @@ def write_experiment(cfg: DictConfig, path: Path, *, header: str, choices: Mappi
     return path
 
 
-def searchpath_override(export_dir: Path) -> list[str]:
-    """The ``hydra.searchpath`` override that lets ``+experiment=`` find a file outside conf/."""
-    export_dir = Path(export_dir).resolve()
-    if export_dir == (CONF_DIR / "experiment").resolve():
-        return []
-    if export_dir.name != "experiment":
-        raise SystemExit(f"tune.export_dir={export_dir} must be a folder named 'experiment' "
-                         "(Hydra finds +experiment=<name> as experiment/<name>.yaml on its search path)")
-    return [f"hydra.searchpath=[file://{export_dir.parent}]"]
+def export_dir_for(export_dir: str | Path | None, study_dir: Path) -> Path:
+    """Where the best configuration goes: ``tune.export_dir``, else ``<study_dir>/experiment``
+    (the study's own run folder, never the tracked ``conf/experiment`` unless asked for). The
+    folder must be named ``experiment``: Hydra finds ``+experiment=<name>`` as
+    ``experiment/<name>.yaml`` under a search-path folder."""
+    folder = (Path(export_dir).expanduser() if export_dir else Path(study_dir) / "experiment").resolve()
+    if folder.name != "experiment":
+        from mer.errors import UserError
+
+        raise UserError(f"tune.export_dir={folder} must be a folder named 'experiment' (Hydra finds "
+                        f"+experiment=<name> as experiment/<name>.yaml); e.g. "
+                        f"tune.export_dir={folder / 'experiment'}")
+    return folder
+
+
+def reproduce_args(experiment: Path) -> list[str]:
+    """The ``mer.run`` arguments that load the experiment file ``experiment``: ``--config-dir``
+    (its folder's parent, on Hydra's search path) unless it lies in this checkout's conf/."""
+    folder = Path(experiment).resolve().parent
+    pick = f"+experiment={Path(experiment).stem}"
+    if folder == (CONF_DIR / "experiment").resolve():
+        return [pick]
+    return ["--config-dir", str(folder.parent), pick]
+
+
+def reproduce_command(experiment: Path, data_root: str | None = None) -> str:
+    """The shell command that runs ``experiment`` as it was tuned (quoted for a POSIX shell)."""
+    args = ["python", "-m", "mer.run", *reproduce_args(experiment)]
+    if data_root:
+        args.append(f"data.root={data_root}")
+    return " ".join(shlex.quote(a) for a in args)

@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mer.procs import pid_alive
+from mer.redact import mask_secrets
 
 log = logging.getLogger("mer.tune")
 
@@ -48,7 +49,7 @@ def storage_url(spec: str | None, study_dir: Path) -> str:
 def check_workers(url: str, workers: int) -> None:
     if url.startswith("sqlite") and workers > 1:
         raise SqliteRefused(
-            f"tune.storage={url} with tune.workers={workers}: SQLite lets one writer in at a time and "
+            f"tune.storage={mask_secrets(url)} with tune.workers={workers}: SQLite lets one writer in at a time and "
             "Optuna's SQLite storage does not retry, so parallel workers lose trials ('database is locked'). "
             "Leave tune.storage unset (an Optuna journal file, safe for many processes on this machine "
             "or a shared folder), or use a server database for several machines, e.g. "
@@ -79,6 +80,7 @@ def sqlite_single_writer(url: str) -> Iterator[None]:
 
 
 def open_storage(url: str):
+    """The Optuna storage behind ``url`` (a journal file or an RDB URL)."""
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend

@@ -2,9 +2,9 @@
 then the export, the final run and the comparison.
 
 Honest selection: trials see CV scores on the training split only. After the study the exported
-configuration predicts the test splits once (``python -m mer.run +experiment=<study>`` on fresh
-seeds, ``tune.final_seeds``), beside the untuned config on the same seeds; the test scores are
-reported, never used to choose.
+configuration predicts the test splits once (the printed ``python -m mer.run --config-dir <run
+folder> +experiment=<study>`` on fresh seeds, ``tune.final_seeds``), beside the untuned config on
+the same seeds; the test scores are reported, never used to choose.
 """
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from .export import safe_name, searchpath_override, write_experiment
+from mer.errors import UserError
+from mer.redact import mask_secrets
+
+from .export import export_dir_for, reproduce_args, reproduce_command, safe_name, write_experiment
 from .objective import StudyData, direction, evaluate, prepare
 from .space import CONF_DIR, SearchSpace, apply_params
 from .storage import (HEARTBEAT_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR, check_workers, claim_lock,
@@ -247,6 +250,7 @@ class StudyResult:
     best: dict[str, Any]
     counts: dict[str, int]
     experiment: Path | None = None
+    reproduce: str | None = None        # the shell command that runs ``experiment``
     comparison: dict[str, Any] = field(default_factory=dict)
     nested: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
@@ -322,14 +326,36 @@ def base_overrides(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     return keep
 
 
+def _check_storage_opens(url: str) -> None:
+    """Open the study storage once, so a wrong URL, a database that is down or a missing driver is
+    one line now (credentials masked) rather than a traceback after the features are filled."""
+    import sqlalchemy.exc
+
+    try:
+        open_storage(url)
+    except (ImportError, ValueError, OSError, sqlalchemy.exc.SQLAlchemyError) as err:
+        detail = mask_secrets(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        hint = ("install the database's driver (e.g. psycopg2-binary for postgresql://, PyMySQL for "
+                "mysql+pymysql://)" if isinstance(err, ImportError) else "check the URL and that the server answers")
+        raise UserError(f"cannot open tune.storage={mask_secrets(url)}: {detail}; {hint}, or leave "
+                        f"tune.storage unset for a journal file in the study folder") from None
+
+
 def run_study(cfg: DictConfig, overrides: Sequence[str] = (), choices: Mapping[str, str] | None = None,
               study_dir: Path | None = None) -> StudyResult:
+    from mer.config_check import check_config
+
+    check_config(cfg)                 # every value of the run config, before any feature is filled
     tune = cfg.tune
     study_name = str(tune.study)
     study_dir = Path(study_dir or Path(cfg.paths.runs_dir) / "tune" / safe_name(study_name))
+    if tune.get("export", True):
+        export_dir_for(tune.get("export_dir"), study_dir)      # a bad folder fails now, not after the study
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(tune.get("storage"), study_dir)
+    shown_url = mask_secrets(url)
     check_workers(url, int(tune.workers))
+    _check_storage_opens(url)                           # before minutes of feature extraction
     objective = str(tune.objective)
     with sqlite_single_writer(url):
         t0 = time.perf_counter()
@@ -343,7 +369,7 @@ def run_study(cfg: DictConfig, overrides: Sequence[str] = (), choices: Mapping[s
             study.set_user_attr("protocol", record)
         elif {k: old.get(k) for k in ("objective", "seeds", "n_folds", "data", "track")} != \
                 {k: record[k] for k in ("objective", "seeds", "n_folds", "data", "track")}:
-            raise SystemExit(f"study {study_name!r} in {url} was run with {old}; this run asks for {record}. "
+            raise SystemExit(f"study {study_name!r} in {shown_url} was run with {old}; this run asks for {record}. "
                              "Use another tune.study name (or the same settings) to resume.")
         resumed = len(study.trials)
         if resumed:
@@ -359,14 +385,14 @@ def run_study(cfg: DictConfig, overrides: Sequence[str] = (), choices: Mapping[s
         if client is not None:
             if parent_id is None:
                 parent = client.create_run(exp_id, run_name=f"tune-{study_name}",
-                                           tags={"optuna_study": study_name, "storage": url,
+                                           tags={"optuna_study": study_name, "storage": shown_url,
                                                  "out_dir": str(study_dir)})
                 parent_id = parent.info.run_id
                 study.set_user_attr(PARENT_RUN_ATTR, parent_id)
                 from mer.tracking import flatten
 
                 for k, v in flatten({"tune": OmegaConf.to_container(tune, resolve=True)}).items():
-                    client.log_param(parent_id, k, str(v)[:6000])
+                    client.log_param(parent_id, k, mask_secrets(str(v))[:6000])
             else:
                 client.update_run(parent_id, status="RUNNING")
         try:
@@ -398,15 +424,16 @@ def finish(cfg, study, sd, url, study_dir, overrides, choices, client, parent_id
     result = StudyResult(study_dir, study_name, url, best, counts, parent_run_id=parent_id)
     best_cfg = apply_params(cfg, params)
     if tune.get("export", True):
-        export_dir = Path(tune.export_dir) if tune.get("export_dir") else CONF_DIR / "experiment"
+        export_dir = export_dir_for(tune.get("export_dir"), study_dir)
         name = safe_name(study_name)
+        data_root = str(cfg.data.root) if cfg.data.get("root") else None
+        result.reproduce = reproduce_command(export_dir / f"{name}.yaml", data_root)
         header = (f"{study_name}: the best of {len(complete)} complete trials (trial {best_t.number}), "
                   f"CV {tune.objective} {best_t.value:.4f}\n"
                   f"on seeds {list(tune.seeds)} x {cfg.train.n_folds} folds of {cfg.data.name}"
                   + (f" (data.root={cfg.data.root})" if cfg.data.get("root") else "") + ".\n"
                   f"Searched: {json.dumps(params)}\n"
-                  f"Reproduce: python -m mer.run +experiment={name}"
-                  + (" data.root=..." if cfg.data.get("root") else "")
+                  f"Reproduce: {result.reproduce}"
                   + f"\nFresh seeds: add train.seeds=[{','.join(str(s) for s in tune.final_seeds)}]")
         best_cfg.train.seeds = [int(s) for s in tune.seeds]
         result.experiment = write_experiment(best_cfg, export_dir / f"{name}.yaml", header=header, choices=choices)
@@ -415,8 +442,9 @@ def finish(cfg, study, sd, url, study_dir, overrides, choices, client, parent_id
         result.nested = nested_cv(cfg, sd, study_dir)
     if result.experiment is not None and (tune.get("final_run") or tune.get("compare_default")):
         result.comparison = final_runs(cfg, result, overrides, client, parent_id)
-    summary = {"study": study_name, "storage": url, "counts": counts, "best": best,
+    summary = {"study": study_name, "storage": mask_secrets(url), "counts": counts, "best": best,
                "experiment": str(result.experiment) if result.experiment else None,
+               "reproduce": result.reproduce,
                "protocol": study.user_attrs.get("protocol"), "comparison": result.comparison,
                "nested": result.nested}
     (study_dir / "study.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -465,11 +493,9 @@ def final_runs(cfg: DictConfig, result: StudyResult, overrides: Sequence[str], c
     base = base_overrides(cfg, overrides)
     root = [f"data.root={cfg.data.root}"] if cfg.data.get("root") else []
     runs: dict[str, dict] = {}
-    name = result.experiment.stem
-    export_dir = result.experiment.parent
     if tune.get("final_run", True):
         out = result.study_dir / "final"
-        runs["tuned"] = _mer_run([f"+experiment={name}", *searchpath_override(export_dir), *root, *common], out)
+        runs["tuned"] = _mer_run([*reproduce_args(result.experiment), *root, *common], out)
         _adopt_run(client, parent_id, out)
     if tune.get("compare_default", True):
         out = result.study_dir / "default"
