@@ -480,6 +480,14 @@ def _fraction_below_one(value: Any, cfg: DictConfig) -> str | None:
     return None if x is not None and 0 <= x < 1 else f"expected a number in [0, 1), got {_shown(value)}"
 
 
+def blend_weight(value: Any, cfg: DictConfig) -> str | None:
+    """``train.blend_linear``: ``auto`` or a weight in [0, 1]."""
+    if value == "auto":
+        return None
+    x = _as_number(value)
+    return None if x is not None and 0 <= x <= 1 else f"expected auto or a number in [0, 1], got {_shown(value)}"
+
+
 # --- the table ----------------------------------------------------------------------------------
 RULES: tuple[Rule, ...] = (
     Rule("seed", integer()),
@@ -503,7 +511,7 @@ RULES: tuple[Rule, ...] = (
     Rule("train.selection", choice("inner", "fold")),
     Rule("train.inner_fraction", number(0, 0.5, low_open=True)),
     Rule("train.patience", integer(1), optional=True),
-    Rule("train.blend_linear", number(0, 1)),
+    Rule("train.blend_linear", blend_weight),
     Rule("sequence.max_steps", integer(1), optional=True),
     Rule("sequence.align", sequence_align, optional=True),
     Rule("sequence.method", choice("auto", "linear", "nearest")),

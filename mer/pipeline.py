@@ -474,6 +474,11 @@ def add_corrupted_conditions(cfg: DictConfig, manifest: Manifest, clean: Feature
     return info, failures, plan
 
 
+def blend_setting(value: Any) -> float | str:
+    """``train.blend_linear``: ``auto`` (chosen per fold on its inner split) or a weight in [0, 1]."""
+    return "auto" if value == "auto" else float(value or 0.0)
+
+
 def make_estimator(cfg: DictConfig, manifest: Manifest, metric: str, device: str) -> FusionEstimator:
     t = cfg.train
     window = dict((cfg.get("sequence") or {}).get("window") or {})
@@ -487,7 +492,7 @@ def make_estimator(cfg: DictConfig, manifest: Manifest, metric: str, device: str
         seed=int(cfg.seed), device=device, num_threads=t.get("num_threads", 1),
         window_size=window.get("size"), window_hop=window.get("hop"),
         selection=str(t.get("selection", "fold")), inner_fraction=float(t.get("inner_fraction", 0.15)),
-        patience=t.get("patience"), blend_linear=float(t.get("blend_linear") or 0.0))
+        patience=t.get("patience"), blend_linear=blend_setting(t.get("blend_linear")))
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -585,9 +590,11 @@ def ensemble_oof_scores(result: MultiSeedResult, train: Split) -> dict[str, floa
 
 def results_row(ablation: Mapping[str, Any], fusion: str, n_seeds: int) -> dict[str, str]:
     """One line of the printed table: CV mean (± std over seeds) and the test scores."""
+    from mer.evaluation.reports import fusion_label
+
     mods, summ = ablation["modalities"], ablation["cv"]
     row = {"modalities": "+".join(mods), "strategy": ablation.get("strategy", "supervised"),
-           "fusion": fusion if len(mods) > 1 else "-"}
+           "fusion": fusion_label(mods, fusion)}
     for k in ("wf1", "acc", "mse", "combined", *TABLE_SENTIMENT):
         if f"cv_{k}" in summ:
             row[f"cv_{k}"] = _fmt(summ[f"cv_{k}"]["mean"], summ[f"cv_{k}"]["std"], n_seeds)
@@ -603,6 +610,16 @@ def results_row(ablation: Mapping[str, Any], fusion: str, n_seeds: int) -> dict[
     row.update({k: f"{v:.4f}" for k, v in ablation["test"].items()
                 if k.endswith(("_wf1", "_combined", "_non0_acc2", "_non0_f1", "_mae"))})
     return row
+
+
+def cv_label(modalities, fusion: str, baseline: str | None = None) -> str:
+    """The progress bar's name for one CV of a run: ``text+audio | attention``, ``text | -``, and
+    ``... (supervised baseline)`` for the comparison a track asks for."""
+    from mer.evaluation.reports import fusion_label
+
+    mods = list(modalities)
+    label = f"{'+'.join(mods)} | {fusion_label(mods, fusion)}"
+    return f"{label} ({baseline} baseline)" if baseline else label
 
 
 def run_metrics(ablation: list[Mapping[str, Any]], n_seeds: int) -> dict[str, float]:
@@ -728,8 +745,9 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> RunResult:
 
         def cv(modalities, strat: Strategy = strategy):
             est = make_estimator(cfg, manifest, metric, device)
+            label = cv_label(modalities, str(cfg.fusion.name), strat.name if strat is not strategy else None)
             return strat.cross_validate(est, data.select(modalities), seeds=seeds, n_folds=n_folds,
-                                        progress=bool(cfg.progress))
+                                        progress=bool(cfg.progress), label=label)
 
         def summarise(mods, res, strat_name):
             preds = no_input.fill(res.test_predictions())

@@ -10,7 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO
-from mer.evaluation.ablation import pooled, top_n_overrides
+from mer.evaluation.ablation import (RunRecord, cells, contributions, feature_ranking, markdown, pooled, table,
+                                     top_n_overrides)
 
 SMALL = ["data.demo.n_train=48", "data.demo.n_per_test=6", "features/visual=none", "train.epochs=4",
          "train.n_folds=3", "progress=false"]
@@ -36,6 +37,38 @@ def test_top_n_fuses_each_modality_once():
         top_n_overrides(rank, 2, ["text", "text"])
 
 
+def _record(fusion, scores, seeds=(0, 1)):
+    """A run's record as ``results.json`` holds it: one ablation row per setting ``mods -> cv wf1``."""
+    feats = {"text": {"extractor": "tfidf", "modality": "text"},
+             "audio": {"extractor": "librosa_prosody", "modality": "audio"}}
+    rows = [{"modalities": list(mods), "strategy": "supervised", "cv": {"cv_wf1": {"mean": m, "std": 0.0}},
+             "test": {}} for mods, m in scores.items()]
+    return RunRecord(f"run-{fusion}", fusion, feats, list(seeds), rows)
+
+
+def test_single_modality_rows_say_dash_for_fusion_as_the_run_table_does():
+    from mer.pipeline import results_row
+
+    recs = [_record("attention", {("text",): 0.4, ("audio",): 0.2, ("audio", "text"): 0.5}),
+            _record("mlp", {("text",): 0.6, ("audio",): 0.2, ("audio", "text"): 0.7})]
+    df = table(cells(recs), ["wf1"])
+    single = df[df["modalities"] == "text"]
+    assert list(single["fusion"]) == ["-"] and single["models"].iloc[0] == "attention+mlp"
+    assert single["cv_wf1_mean"].iloc[0] == pytest.approx(0.5) and single["seeds"].iloc[0] == 4
+    assert set(df[df["modalities"] == "audio+text"]["fusion"]) == {"attention", "mlp"}
+    md_rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in markdown(df, ["wf1"]).splitlines()[2:]]
+    assert ["text=tfidf", "text", "-"] in [r[:3] for r in md_rows]
+    ab = recs[0].ablation[0]
+    assert results_row(ab, "attention", 2)["fusion"] == "-"        # the run's own table
+    contrib = contributions(df)
+    mlp = contrib[contrib["setting"].str.startswith("audio+text (mlp")].set_index("modality")["delta"]
+    assert mlp["audio"] == pytest.approx(0.7 - 0.5) and mlp["text"] == pytest.approx(0.7 - 0.2)
+    assert feature_ranking(df).set_index("extractor").loc["tfidf", "fusion_models"] == "attention+mlp"
+    # the same model on the same seeds in a second run is the same setting: counted once
+    again = table(cells(recs + [_record("mlp", {("text",): 0.6})]), ["wf1"])
+    assert again[again["modalities"] == "text"]["seeds"].iloc[0] == 4
+
+
 @pytest.fixture(scope="module")
 def multirun(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ablation")
@@ -58,17 +91,20 @@ def test_report_from_a_multirun_folder(multirun, tmp_path):
     fused = df[df["modalities"] == "audio+text"]
     assert len(fused) == 4 and set(fused["fusion"]) == {"attention", "mlp"}
     assert set(fused["features"]) == {"audio=librosa_prosody, text=minilm", "audio=librosa_prosody, text=tfidf"}
-    assert (df["seeds"] == 2).all()                     # repeated unimodal cells count their seeds once
-    text_alone = df[df["modalities"] == "text"]
-    assert len(text_alone) == 4 and set(text_alone["features"]) == {"text=minilm", "text=tfidf"}
-    assert len(df[df["modalities"] == "audio"]) == 2      # one per fusion model: 4 runs, 2 distinct settings
+    assert (fused["seeds"] == 2).all()
+    text_alone = df[df["modalities"] == "text"]           # a single modality says "-" and pools both models
+    assert len(text_alone) == 2 and set(text_alone["features"]) == {"text=minilm", "text=tfidf"}
+    assert set(text_alone["fusion"]) == {"-"} and set(text_alone["models"]) == {"attention+mlp"}
+    audio_alone = df[df["modalities"] == "audio"]         # 4 runs, one distinct setting per fusion model
+    assert len(audio_alone) == 1 and audio_alone["seeds"].iloc[0] == 4 and audio_alone["runs"].iloc[0] == 2
     # the cell's numbers are those of the run that produced it
     run_dir = next(p.parent for p in sweep.glob("*/results.json")
                    if "name: tfidf" in (p.parent / "config_resolved.yaml").read_text()
                    and "name: mlp" in (p.parent / "config_resolved.yaml").read_text())
     r0 = json.loads((run_dir / "results.json").read_text())
-    row = df[(df["modalities"] == "text") & (df["features"] == "text=tfidf") & (df["fusion"] == "mlp")].iloc[0]
-    ab = next(a for a in r0["ablation"] if a["modalities"] == ["text"])
+    row = df[(df["modalities"] == "audio+text") & (df["features"] == "audio=librosa_prosody, text=tfidf")
+             & (df["fusion"] == "mlp")].iloc[0]
+    ab = next(a for a in r0["ablation"] if a["modalities"] == ["audio", "text"])
     assert row["cv_wf1_mean"] == pytest.approx(ab["cv"]["cv_wf1"]["mean"])
     assert row["cv_wf1_std"] == pytest.approx(ab["cv"]["cv_wf1"]["std"]) and row["cv_wf1_std"] > 0
     md = (tmp_path / "rep" / "ablation.md").read_text()

@@ -78,3 +78,20 @@ def test_multi_seed_summary_and_fold_ensemble():
     ens = res.test_predictions()["test1"]
     assert np.allclose(ens.probs, np.mean([r.tests["test1"].probs for r in res.runs], axis=0))
     assert ens.valence.shape == (30,)
+
+
+def test_cv_progress_bar_names_the_setting(capsys):
+    from mer.pipeline import cv_label
+    from mer.tracks.base import TrackData, build_strategy
+
+    assert cv_label(["audio", "text"], "attention") == "audio+text | attention"
+    assert cv_label(["text"], "attention") == "text | -"
+    assert cv_label(["audio", "text"], "mlp", "supervised") == "audio+text | mlp (supervised baseline)"
+    data = make_data(n=40)
+    est = FusionEstimator(epochs=1, select_metric="wf1", num_classes=6, has_valence=True)
+    build_strategy("supervised").cross_validate(est, TrackData(data, {}), seeds=[0], n_folds=2,
+                                                label=cv_label(["text"], "mlp"))
+    assert "CV text | - seed 0" in capsys.readouterr().err
+    run_seeds(est, data, {}, seeds=[1], n_folds=2)
+    err = capsys.readouterr().err
+    assert "CV seed 1" in err and "CV text" not in err           # no label: the bar keeps its old name

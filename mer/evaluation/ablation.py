@@ -1,6 +1,7 @@
 """Ablation tables from many runs: one row per cell (features × modalities × fusion model), mean ±
 std over every seed of every run in the cell; bars with error bars; per-modality contribution;
-feature ranking and top-n feature fusion.
+feature ranking and top-n feature fusion. A single modality's row says ``-`` for fusion, as a
+run's own table does, and pools the runs of every fusion model that trained it (``models``).
 
 Runs are read from their ``results.json`` (a run folder, a Hydra multirun folder, any folder
 above them) or from an MLflow experiment (each run's ``results.json`` artifact). A run's
@@ -36,10 +37,11 @@ class RunRecord:
 class Cell:
     features: str
     modalities: tuple[str, ...]
-    fusion: str
+    fusion: str                              # "-" for a single modality (nothing fused)
     stats: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)   # metric -> [(mean, std, n)]
     tests: dict[str, list[float]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)   # the fusion models of the runs in the cell
 
 
 def _fusion_of(run_dir: Path, summary: Mapping[str, Any]) -> str:
@@ -111,9 +113,11 @@ def _features_label(rec: RunRecord, streams: Sequence[str]) -> str:
 
 
 def cells(records: Iterable[RunRecord]) -> list[Cell]:
-    """Rows of every run grouped by (features of the row's streams, modalities, fusion model).
-    A single stream is still trained through the run's fusion model (its encoder and heads), so
-    the model stays part of its cell."""
+    """Rows of every run grouped by (features of the row's streams, modalities, fusion model); a
+    single stream's cell is ``-`` for fusion and holds the runs of every fusion model (each
+    model's encoder and heads on that stream count as runs of their own, see ``models``)."""
+    from mer.evaluation.reports import fusion_label
+
     out: dict[tuple, Cell] = {}
     seen: set[tuple] = set()
     for rec in records:
@@ -121,12 +125,13 @@ def cells(records: Iterable[RunRecord]) -> list[Cell]:
             if row.get("strategy", "supervised").endswith("(baseline)"):
                 continue
             mods = tuple(sorted(row["modalities"]))
-            fusion = rec.fusion
-            key = (_features_label(rec, mods), mods, fusion)
+            key = (_features_label(rec, mods), mods, fusion_label(mods, rec.fusion))
             cell = out.setdefault(key, Cell(*key))
-            if (key, tuple(rec.seeds)) in seen:    # the same setting on the same seeds in another run
+            if (key, rec.fusion, tuple(rec.seeds)) in seen:    # the same setting on the same seeds in another run
                 continue
-            seen.add((key, tuple(rec.seeds)))
+            seen.add((key, rec.fusion, tuple(rec.seeds)))
+            if rec.fusion not in cell.models:
+                cell.models.append(rec.fusion)
             n = len(rec.seeds)
             for m in METRICS:
                 v = (row.get("cv") or {}).get(f"cv_{m}")
@@ -151,7 +156,7 @@ def table(cell_list: Sequence[Cell], metrics: Sequence[str] = ("wf1", "combined"
     rows = []
     for c in cell_list:
         row: dict[str, Any] = {"features": c.features, "modalities": "+".join(c.modalities), "fusion": c.fusion,
-                               "runs": len(c.sources)}
+                               "runs": len(c.sources), "models": "+".join(sorted(c.models))}
         for m in metrics:
             if m in c.stats:
                 mean, std, n = pooled(c.stats[m])
@@ -203,11 +208,11 @@ def contributions(df: pd.DataFrame, metric: str = "wf1") -> pd.DataFrame:
         for m in mods:
             rest = [x for x in mods if x != m]
             rest_feats = ", ".join(f"{s}={parts[s]}" for s in sorted(rest))
-            loo = index.get(("+".join(rest), r["fusion"], rest_feats))
+            loo = index.get(("+".join(rest), r["fusion"] if len(rest) > 1 else "-", rest_feats))
             if loo is not None and len(rest) > 1:
                 out.append({"setting": setting, "modality": m, "delta": r[col] - loo, "kind": "leave-one-out"})
                 continue
-            alone = index.get((m, r["fusion"], f"{m}={parts[m]}"))
+            alone = index.get((m, "-", f"{m}={parts[m]}"))
             if len(rest) == 1 and loo is not None:     # two modalities: dropping m leaves the other alone
                 out.append({"setting": setting, "modality": m, "delta": r[col] - loo, "kind": "leave-one-out"})
             elif alone is not None:
@@ -265,20 +270,21 @@ def plot_contributions(contrib: pd.DataFrame, path: Path, metric: str = "wf1") -
 # --- feature ranking and top-n fusion ---------------------------------------------------------
 def feature_ranking(df: pd.DataFrame, metric: str = "wf1") -> pd.DataFrame:
     """Single features ranked by CV score within each modality (the unimodal cells; a feature
-    run through several fusion models scores the mean over them)."""
+    run through several fusion models scores the mean over all their seeds)."""
     col = f"cv_{metric}_mean"
     uni = df[(~df["modalities"].str.contains("+", regex=False)) & df[col].notna()] if col in df else df.iloc[0:0]
     rows = []
     for _, r in uni.iterrows():
         stream, _, extractor = r["features"].partition("=")
-        rows.append({"modality": stream.split("_")[0], "extractor": extractor, "fusion": r["fusion"],
+        rows.append({"modality": stream.split("_")[0], "extractor": extractor,
+                     "fusion": r.get("models", r["fusion"]),       # "-" in the table: the models that trained it
                      f"cv_{metric}": r[col], f"cv_{metric}_std": r[f"cv_{metric}_std"]})
     cols = ["modality", "extractor", f"cv_{metric}", f"cv_{metric}_std"]
     if not rows:
         return pd.DataFrame(columns=cols + ["fusion_models", "rank"])
     rank = (pd.DataFrame(rows).groupby(["modality", "extractor"], as_index=False)
             .agg(**{f"cv_{metric}": (f"cv_{metric}", "mean"), f"cv_{metric}_std": (f"cv_{metric}_std", "mean"),
-                    "fusion_models": ("fusion", lambda f: "+".join(sorted(set(f))))}))
+                    "fusion_models": ("fusion", lambda f: "+".join(sorted({m for x in f for m in x.split("+")})))}))
     rank = rank.sort_values(f"cv_{metric}", ascending=metric == "mse")
     rank["rank"] = rank.groupby("modality").cumcount() + 1
     return rank.sort_values(["modality", "rank"]).reset_index(drop=True)

@@ -128,6 +128,12 @@ def _annotate_cells(ax: Any, counts: np.ndarray, shares: np.ndarray, shown: np.n
                     ha="center", va="center", fontsize=9, color=colour)
 
 
+def fusion_label(modalities: Sequence[str], fusion: str) -> str:
+    """What a results row says for its fusion model: the model's name where streams are fused,
+    ``-`` for a single stream (nothing is fused, even though the model's encoder and heads train it)."""
+    return str(fusion) if len(modalities) > 1 else "-"
+
+
 def results_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
                   float_digits: int = 4) -> str:
     """A Markdown table of ``rows`` (dicts), padded so it also reads well in a terminal.

@@ -78,13 +78,14 @@ class Strategy:
     """Whether the strategy needs an unlabelled pool (``track.pool``)."""
 
     def cross_validate(self, estimator, data: TrackData, *, seeds: Sequence[int], n_folds: int,
-                       progress: bool = True):
+                       progress: bool = True, label: str | None = None):
         """The CV protocol on ``data``: a :class:`mer.training.cv.MultiSeedResult` whose test
-        predictions cover ``data.tests`` and ``data.probes``."""
+        predictions cover ``data.tests`` and ``data.probes``. ``label`` names the setting on the
+        progress bar (``text+audio | attention``)."""
         from mer.training.cv import run_seeds
 
         return run_seeds(estimator, data.train, {**data.tests, **data.probes}, seeds=seeds, n_folds=n_folds,
-                         strategy=self, progress=progress, views=data.views)
+                         strategy=self, progress=progress, views=data.views, label=label)
 
     def report(self, result, data: TrackData, out_dir: Path, classes: Sequence[str], tracker=None
                ) -> dict[str, float]:

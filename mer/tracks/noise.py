@@ -63,7 +63,7 @@ class NoiseRobustStrategy(SupervisedStrategy):
     def required_views(self) -> list[str]:
         return list(self.train_on)
 
-    def cross_validate(self, estimator, data: TrackData, *, seeds, n_folds, progress=True):
+    def cross_validate(self, estimator, data: TrackData, *, seeds, n_folds, progress=True, label=None):
         from mer.training.cv import run_seeds
 
         missing = [c for c in self.train_on if c not in data.views]
@@ -71,7 +71,8 @@ class NoiseRobustStrategy(SupervisedStrategy):
             raise ValueError(f"train_on names {missing}, but the data has views {sorted(data.views)}; "
                              "the pipeline builds the views a strategy requires (required_views)")
         return run_seeds(estimator, data.train, {**data.tests, **data.probes}, seeds=seeds, n_folds=n_folds,
-                         strategy=self, progress=progress, views=data.views, context={"views": data.views})
+                         strategy=self, progress=progress, views=data.views, context={"views": data.views},
+                         label=label)
 
     def fit_fold(self, estimator, train, eval_set=None, context: Mapping[str, Any] | None = None):
         views = (context or {}).get("views") or {}

@@ -182,7 +182,7 @@ class SelfTrainingStrategy(SupervisedStrategy):
         return Split(data.pool.X.rows(idx), label[idx].astype(np.int64),
                      np.full(len(idx), np.nan, np.float32), weight.astype(np.float32))
 
-    def cross_validate(self, estimator, data: TrackData, *, seeds, n_folds, progress=True):
+    def cross_validate(self, estimator, data: TrackData, *, seeds, n_folds, progress=True, label=None):
         from mer.training.cv import run_seeds
 
         if data.pool is None or len(data.pool) == 0:
@@ -190,11 +190,12 @@ class SelfTrainingStrategy(SupervisedStrategy):
                              "(e.g. [test3]) or hide part of the training labels (track.hide_labels.fraction)")
         tests = {**data.tests, **data.probes, POOL: data.pool}
         per_fold = self.teacher == "fold"
+        bar_label = label             # `label` is reused below for the pseudo-labels
 
         def protocol(pseudo):
             return run_seeds(estimator, data.train, tests, seeds=seeds, n_folds=n_folds, strategy=self,
                              progress=progress, views=data.views, context={"pseudo": pseudo},
-                             keep_fold_tests=[POOL])
+                             keep_fold_tests=[POOL], label=bar_label)
 
         results = [protocol(None)]
         history = [self._record(0, results[0], data, None, None, None)]

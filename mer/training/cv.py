@@ -104,10 +104,13 @@ class CVResult:
 def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_folds: int, seed: int,
                    strategy=None, progress: bool = True, context: Mapping[str, Any] | None = None,
                    on_fold: Callable[[dict], None] | None = None,
-                   views: Mapping[str, Split] | None = None, keep_fold_tests: Sequence[str] = ()) -> CVResult:
+                   views: Mapping[str, Split] | None = None, keep_fold_tests: Sequence[str] = (),
+                   label: str | None = None) -> CVResult:
     """Run the protocol once with ``seed``. ``estimator`` is cloned per fold (its seed set to
     ``seed * 1000 + fold`` so folds differ but everything is repeatable). ``keep_fold_tests``: test
-    splits whose per-fold predictions are kept (``CVResult.fold_tests``) beside the fold ensemble's."""
+    splits whose per-fold predictions are kept (``CVResult.fold_tests``) beside the fold ensemble's.
+    ``label`` names the setting on the progress bar (``CV text | - seed 0``), so the CVs of one
+    run can be told apart."""
     from mer.tracks.base import SupervisedStrategy
 
     strategy = strategy or SupervisedStrategy()
@@ -125,7 +128,8 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
     oof_arousal = np.full(n, np.nan, np.float32) if "arousal" in train.targets else None
     folds, histories = [], []
     splits = split_folds(train, n_folds, seed)
-    bar = tqdm(splits, desc=f"CV seed {seed}", unit="fold", disable=not progress, leave=False)
+    bar = tqdm(splits, desc=f"CV {label} seed {seed}" if label else f"CV seed {seed}", unit="fold",
+               disable=not progress, leave=False)
     for k, (tr, va) in enumerate(bar):
         est = clone(estimator).set_params(seed=seed * 1000 + k)
         strategy.fit_fold(est, train.rows(tr), eval_set=train.rows(va),
@@ -140,6 +144,8 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
         scores = score_outputs(held.y, out, held.v, held.targets, held.valence_range)
         rec = {"fold": k, "best_epoch": est.best_epoch_, "n_train": len(tr), "n_val": len(va), **scores,
                **{f"official_{m}": x for m, x in official_scores(est.history_, scores).items()}}
+        if getattr(est, "linear_", None) is not None:
+            rec["blend_weight"] = float(est.blend_weight_)
         folds.append(rec)
         histories.append(est.history_)
         if on_fold is not None:
@@ -212,11 +218,12 @@ class MultiSeedResult:
 
 def run_seeds(estimator, train: Split, tests: Mapping[str, Split], *, seeds: Sequence[int], n_folds: int,
               strategy=None, progress: bool = True, on_fold=None, views: Mapping[str, Split] | None = None,
-              context: Mapping[str, Any] | None = None, keep_fold_tests: Sequence[str] = ()) -> MultiSeedResult:
+              context: Mapping[str, Any] | None = None, keep_fold_tests: Sequence[str] = (),
+              label: str | None = None) -> MultiSeedResult:
     """:func:`cross_validate` once per seed; ``context`` reaches the strategy's ``fit_fold``."""
     runs = []
     for seed in seeds:
         runs.append(cross_validate(estimator, train, tests, n_folds=n_folds, seed=seed, strategy=strategy,
                                    progress=progress, on_fold=on_fold, views=views, context=context,
-                                   keep_fold_tests=keep_fold_tests))
+                                   keep_fold_tests=keep_fold_tests, label=label))
     return MultiSeedResult(runs)

@@ -41,6 +41,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+BLEND_GRID = (0.25, 0.5, 0.75)
+"""The linear model's weights ``blend_linear='auto'`` chooses from (never all or nothing)."""
+
+
+def blend_outputs(own: dict[str, np.ndarray], linear: dict[str, np.ndarray], weight: float) -> dict[str, np.ndarray]:
+    """``own`` with its class probabilities, valence and arousal averaged with ``linear``'s:
+    ``(1 - weight) * own + weight * linear``; every other output is ``own``'s."""
+    out = dict(own)
+    for key in ("probs", "valence", "arousal"):
+        if key in own and key in linear:
+            out[key] = ((1.0 - weight) * own[key] + weight * linear[key]).astype(own[key].dtype)
+    return out
+
+
 SELECTIONS = ("fold", "inner")
 """How the kept epoch is chosen: on the ``eval_set`` given to ``fit`` (the held-out fold, as the
 official protocol does) or on an inner split of the training rows (honest out-of-fold scores)."""
@@ -244,13 +258,13 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         whole_train = train
         train = self._level_split(train)
         eval_whole = self._level_split(eval_set) if eval_set is not None else None
-        monitor_whole = None
+        monitor_whole = inner = None
         if self.selection == "inner":
-            rows = self._inner_rows(train)
-            if rows is not None:
+            inner = self._inner_rows(train)
+            if inner is not None:
                 monitor_whole = eval_whole
-                eval_whole = train.rows(rows[1])
-                train = train.rows(rows[0])
+                eval_whole = train.rows(inner[1])
+                train = train.rows(inner[0])
         train, _ = self._windowed(train)
         eval_set, eval_plan = self._windowed(eval_whole) if eval_whole is not None else (None, None)
         monitor, monitor_plan = self._windowed(monitor_whole) if monitor_whole is not None else (None, None)
@@ -285,33 +299,51 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         self.best_score_ = result.best_score
         self.history_ = result.history
         self.model_.cpu()
-        self.linear_ = self._fit_blend_partner(whole_train, strategy)
+        self.linear_, self.blend_weight_ = self._fit_blend_partner(whole_train, strategy, inner)
         return self
 
-    def _fit_blend_partner(self, train: Split, strategy) -> "FusionEstimator | None":
-        """With ``blend_linear > 0``: ``fusion=linear`` fitted on the same rows (all of them; it
-        chooses its regularisation by inner CV), whose outputs are averaged with this model's at
-        that weight. ``None`` without blending, and for per-frame targets (a linear model has no
-        per-frame head)."""
+    def _fit_blend_partner(self, train: Split, strategy, inner) -> tuple["FusionEstimator | None", float]:
+        """With ``blend_linear``: ``fusion=linear`` fitted on the same rows (all of them; it chooses
+        its regularisation by inner CV) and the weight its outputs get when averaged with this
+        model's. ``blend_linear='auto'`` picks the weight from :data:`BLEND_GRID` by the selection
+        metric on the inner split (the linear model refitted without it for that choice; ties go
+        to 0.5), so it is chosen on training rows only. ``(None, 0)`` without blending, and for
+        per-frame targets (a linear model has no per-frame head)."""
         if not self.blend_linear or "frames" in train.targets:
-            return None
-        partner = FusionEstimator(fusion="linear", fusion_params={}, num_classes=self.num_classes,
-                                  has_valence=self.has_valence, select_metric=self.select_metric,
-                                  standardize=self.standardize, seed=self.seed, num_threads=self.num_threads)
-        return partner.fit(train, strategy=strategy)
+            return None, 0.0
+
+        def linear() -> "FusionEstimator":
+            return FusionEstimator(fusion="linear", fusion_params={}, num_classes=self.num_classes,
+                                   has_valence=self.has_valence, select_metric=self.select_metric,
+                                   standardize=self.standardize, seed=self.seed, num_threads=self.num_threads)
+
+        weight = 0.5 if self.blend_linear == "auto" else float(self.blend_linear)
+        if self.blend_linear == "auto" and inner is not None:
+            from mer.evaluation.scoring import score_for_selection
+
+            held = train.rows(inner[1])
+            own, lin = self._predict_model(held), linear().fit(train.rows(inner[0]), strategy=strategy).predict_outputs(held)
+
+            def score(w: float) -> float:
+                out = blend_outputs(own, lin, w)
+                return score_for_selection(self.select_metric, held.y, out["probs"], held.v, out.get("valence"),
+                                           outputs=out, targets=held.targets, valence_range=held.valence_range)
+
+            weight = max(BLEND_GRID, key=lambda w: (score(w), -abs(w - 0.5)))
+        return linear().fit(train, strategy=strategy), weight
 
     # --- prediction -------------------------------------------------------------------------
-    def predict_outputs(self, split: Split) -> dict[str, np.ndarray]:
+    def _predict_model(self, split: Split) -> dict[str, np.ndarray]:
         windows, plan = self._windowed(self._level_split(split))
         inputs, present, _ = to_tensors(windows, "cpu", self.scalers_)
         with torch_threads(self.num_threads):
-            out = self._merge(predict(self.model_, inputs, present), plan)
+            return self._merge(predict(self.model_, inputs, present), plan)
+
+    def predict_outputs(self, split: Split) -> dict[str, np.ndarray]:
+        out = self._predict_model(split)
         partner = getattr(self, "linear_", None)
         if partner is not None:
-            lin, w = partner.predict_outputs(split), float(self.blend_linear)
-            for key in ("probs", "valence", "arousal"):
-                if key in out and key in lin:
-                    out[key] = ((1.0 - w) * out[key] + w * lin[key]).astype(out[key].dtype)
+            out = blend_outputs(out, partner.predict_outputs(split), self.blend_weight_)
         return out
 
     def predict_proba(self, split: Split) -> np.ndarray:
