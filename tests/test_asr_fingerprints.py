@@ -31,8 +31,6 @@ class CountingWhisper(WhisperAsr):
         return super().transcribe(name, audio)
 
 
-
-
 @pytest.fixture(scope="module")
 def engine() -> CountingWhisper:
     asr = CountingWhisper(num_threads=1)
