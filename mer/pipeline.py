@@ -601,6 +601,9 @@ def results_row(ablation: Mapping[str, Any], fusion: str, n_seeds: int) -> dict[
     for k in ("wf1", "combined"):       # the official protocol's figure: best epoch on the scored fold
         if f"official_{k}" in summ and f"cv_{k}" in summ:
             row[f"official_{k}"] = _fmt(summ[f"official_{k}"]["mean"], summ[f"official_{k}"]["std"], n_seeds)
+    for k in ("wf1", "combined"):       # the linear floor on the same folds (the blend's linear half)
+        if f"linear_{k}" in summ:
+            row[f"linear_{k}"] = _fmt(summ[f"linear_{k}"]["mean"], summ[f"linear_{k}"]["std"], n_seeds)
     for k, v in (ablation.get("ensemble_oof") or {}).items():   # the fold x seed ensemble, out of fold
         if k in ("wf1", "combined", *TABLE_SENTIMENT[:2]):
             row[f"ens_oof_{k}"] = f"{v:.4f}"

@@ -137,3 +137,18 @@ def test_blend_averages_the_fusion_model_with_a_linear_model_fitted_on_the_same_
     assert np.allclose(b["valence"], 0.5 * a["valence"] + 0.5 * lin["valence"], atol=1e-5)
     assert np.allclose(b["probs"].sum(1), 1, atol=1e-5)
     assert FusionEstimator(**kw).fit(train).__dict__.get("linear_") is None      # off by default
+
+
+def test_a_blended_cv_reports_its_linear_half_as_the_floor_beside_it():
+    data = make_data(n=160)
+    est = FusionEstimator(num_classes=4, has_valence=True, epochs=5, select_metric="combined", selection="inner",
+                          blend_linear=0.5, fusion_params={"hidden_dim": 16, "layers": 1, "dropout": 0.1})
+    res = run_seeds(est, data, {}, seeds=[0], n_folds=4, progress=False)
+    fold = res.runs[0].folds[0]
+    assert fold["blend_weight"] == 0.5 and {"linear_wf1", "linear_combined", "wf1"} <= set(fold)
+    linear = FusionEstimator(fusion="linear", fusion_params={}, num_classes=4, has_valence=True,
+                             select_metric="combined")
+    alone = run_seeds(linear, data, {}, seeds=[0], n_folds=4, progress=False).runs[0].folds[0]
+    assert fold["linear_wf1"] == pytest.approx(alone["wf1"])      # same folds, same rows, same model
+    summary = res.summary()
+    assert "linear_wf1" in summary and "cv_linear_wf1" not in summary

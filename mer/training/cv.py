@@ -144,8 +144,11 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
         scores = score_outputs(held.y, out, held.v, held.targets, held.valence_range)
         rec = {"fold": k, "best_epoch": est.best_epoch_, "n_train": len(tr), "n_val": len(va), **scores,
                **{f"official_{m}": x for m, x in official_scores(est.history_, scores).items()}}
-        if getattr(est, "linear_", None) is not None:
+        if getattr(est, "linear_", None) is not None:   # the blend's linear half alone: the floor, free
             rec["blend_weight"] = float(est.blend_weight_)
+            lin = est.linear_.predict_outputs(held)
+            rec.update({f"linear_{m}": x for m, x in
+                        score_outputs(held.y, lin, held.v, held.targets, held.valence_range).items()})
         folds.append(rec)
         histories.append(est.history_)
         if on_fold is not None:
@@ -199,7 +202,7 @@ class MultiSeedResult:
         the pooled out-of-fold scores (``oof_*``)."""
         per_seed = []
         for r in self.runs:
-            row = {(k if k.startswith("official_") else f"cv_{k}"): v for k, v in r.fold_mean().items()}
+            row = {(k if k.startswith(("official_", "linear_")) else f"cv_{k}"): v for k, v in r.fold_mean().items()}
             row.update({f"oof_{k}": v for k, v in r.oof_scores.items()})
             for c, sc in r.view_scores.items():
                 row.update({f"oof_{c}_{k}": v for k, v in sc.items()})
