@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from mer.evaluation.scoring import score_outputs, score_predictions
 
 from .data import Split
-from .folds import make_folds, valence_strata
+from .folds import make_folds, split_strata
 
 
 def stratified_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -33,10 +33,7 @@ def stratified_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.nd
 def split_folds(train: Split, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The folds of a training split by its ``protocol`` and ``groups``, stratified on the class,
     or for sentiment data (no class known) on the valence's sign."""
-    strata = train.y
-    if not (strata >= 0).any() and np.isfinite(train.v).any():
-        strata = valence_strata(train.v, n_folds)
-    return make_folds(strata, train.groups, train.protocol, n_folds, seed)
+    return make_folds(split_strata(train.y, train.v, n_folds), train.groups, train.protocol, n_folds, seed)
 
 
 def official_scores(history: Sequence[Mapping[str, Any]], scores: Mapping[str, float]) -> dict[str, float]:

@@ -191,13 +191,11 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         a seeded stratified (group-aware when the split has groups) share ``inner_fraction`` of the
         rows a person labelled. Corrupted copies (``<name>@<condition>``) and down-weighted rows
         (pseudo-labels) always stay on the fitting side. ``None`` when too few rows to split."""
-        from .folds import GROUP_PROTOCOLS, make_folds, valence_strata
+        from .folds import GROUP_PROTOCOLS, make_folds, split_strata
 
         weight = train.weight if train.weight is not None else np.ones(len(train))
         eligible = np.array([("@" not in n) for n in train.names]) & (weight >= 1.0)
-        strata = train.y.copy()
-        if not (strata >= 0).any() and np.isfinite(train.v).any():
-            strata = valence_strata(train.v, 2)
+        strata = split_strata(train.y, train.v, 2).copy()
         strata[~eligible] = -1
         k = max(2, int(round(1.0 / float(self.inner_fraction))))
         counts = np.bincount(strata[strata >= 0]) if (strata >= 0).any() else np.zeros(1, int)
@@ -212,9 +210,14 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         inner = np.sort(folds[0][1])
         return np.setdiff1d(np.arange(len(train)), inner), inner
 
-    def _fit_convex(self, train: Split, eval_set: Split | None, strategy) -> "FusionEstimator":
+    def _selection_score(self, pred: Mapping[str, np.ndarray], split: Split) -> float:
+        """``select_metric`` of predictions of ``split``'s rows (higher is better)."""
         from mer.evaluation.scoring import score_for_selection
 
+        return score_for_selection(self.select_metric, split.y, pred["probs"], split.v, pred.get("valence"),
+                                   outputs=pred, targets=split.targets, valence_range=split.valence_range)
+
+    def _fit_convex(self, train: Split, eval_set: Split | None, strategy) -> "FusionEstimator":
         from .convex import check_supported, fit_convex
 
         train = self._level_split(train)
@@ -228,11 +231,7 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
             chosen = fit_convex(self.model_, inputs, present, batch, seed=self.seed)
         record = {"epoch": 0, "C": chosen.C, **{f"alpha_{k}": a for k, a in chosen.alphas.items()}}
         if eval_set is not None:
-            pred = self.predict_outputs(eval_set)
-            held = self._level_split(eval_set)
-            record["score"] = float(score_for_selection(self.select_metric, held.y, pred["probs"], held.v,
-                                                        pred.get("valence"), outputs=pred, targets=held.targets,
-                                                        valence_range=held.valence_range))
+            record["score"] = float(self._selection_score(self.predict_outputs(eval_set), self._level_split(eval_set)))
         self.chosen_ = chosen
         self.best_epoch_ = 0
         self.best_score_ = record.get("score", float("nan"))
@@ -245,7 +244,7 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         score is optimistic) or on an inner split of ``train`` (``selection='inner'``: ``eval_set``
         is then only monitored, each epoch's scores recorded in ``history_``, so the held-out fold
         stays unseen and its score is honest)."""
-        from mer.evaluation.scoring import score_for_selection, score_outputs
+        from mer.evaluation.scoring import score_outputs
         from mer.tracks.base import SupervisedStrategy
 
         strategy = strategy or SupervisedStrategy()
@@ -272,19 +271,15 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         self.scalers_ = self._scalers(train) if self.standardize else None
         self.model_ = self._build_model(train)
 
-        def selection_score(pred, split):
-            return score_for_selection(self.select_metric, split.y, pred["probs"], split.v, pred.get("valence"),
-                                       outputs=pred, targets=split.targets, valence_range=split.valence_range)
-
         def score_fn(pred, split):
             if eval_plan is not None:         # windows -> samples, scored against the whole samples
                 pred, split = self._merge(pred, eval_plan), eval_whole
-            return selection_score(pred, split)
+            return self._selection_score(pred, split)
 
         def monitor_fn(pred, split):
             if monitor_plan is not None:
                 pred, split = self._merge(pred, monitor_plan), monitor_whole
-            return selection_score(pred, split), score_outputs(split.y, pred, split.v, split.targets,
+            return self._selection_score(pred, split), score_outputs(split.y, pred, split.v, split.targets,
                                                                split.valence_range)
 
         with torch_threads(self.num_threads if device == "cpu" else None):
@@ -319,17 +314,11 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
 
         weight = 0.5 if self.blend_linear == "auto" else float(self.blend_linear)
         if self.blend_linear == "auto" and inner is not None:
-            from mer.evaluation.scoring import score_for_selection
-
             held = train.rows(inner[1])
             own, lin = self._predict_model(held), linear().fit(train.rows(inner[0]), strategy=strategy).predict_outputs(held)
 
-            def score(w: float) -> float:
-                out = blend_outputs(own, lin, w)
-                return score_for_selection(self.select_metric, held.y, out["probs"], held.v, out.get("valence"),
-                                           outputs=out, targets=held.targets, valence_range=held.valence_range)
-
-            weight = max(BLEND_GRID, key=lambda w: (score(w), -abs(w - 0.5)))
+            weight = max(BLEND_GRID, key=lambda w: (self._selection_score(blend_outputs(own, lin, w), held),
+                                                    -abs(w - 0.5)))
         return linear().fit(train, strategy=strategy), weight
 
     # --- prediction -------------------------------------------------------------------------

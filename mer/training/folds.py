@@ -78,6 +78,14 @@ def make_folds(y: np.ndarray, groups: Sequence | np.ndarray | None, protocol: st
     return [(idx[tr], idx[va]) for tr, va in skf.split(idx, y[idx])]
 
 
+def split_strata(y: np.ndarray, v: np.ndarray, n_folds: int) -> np.ndarray:
+    """What folds of a training split stratify on: the class, or for sentiment data (no class
+    known) the valence's sign (:func:`valence_strata`)."""
+    if not (y >= 0).any() and np.isfinite(v).any():
+        return valence_strata(v, n_folds)
+    return y
+
+
 def valence_strata(v: np.ndarray, n_folds: int) -> np.ndarray:
     """Stratification labels of a regression target: the valence's sign (0 negative, 1 zero,
     2 positive), the split the binary sentiment scores make; ``-1`` where the valence is unknown.
