@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mer.setup_env import configure_environment
+from mer.core.env import configure_environment
 
 SENTENCES = (
     "I am so happy to see you today.",

@@ -23,7 +23,7 @@ import numpy as np
 from feature_extractors.base import Extractor
 from mer.cache.fill import fill_entry
 from mer.cache.store import FeatureStore
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 
 class _Random(Extractor):

@@ -43,7 +43,7 @@ import numpy as np
 
 from feature_extractors.base import Extractor
 from mer.cache.store import CacheEntry
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 REPO = Path(__file__).resolve().parents[1]
 _WORDS = ("calm quiet happy sad angry loud soft words again never always really maybe sure fine "
@@ -113,8 +113,8 @@ class _CountingEntry(CacheEntry):
             os.write(fd, f"{n}\n".encode())
             os.close(fd)
 
-    def write_part(self, names, arrays, inputs=None) -> None:
-        super().write_part(names, arrays, inputs)
+    def write_part(self, names, arrays, inputs=None, times=None) -> None:
+        super().write_part(names, arrays, inputs, times)
         self._count(len(names))
 
     def record_failures(self, failures, inputs=None) -> None:
@@ -186,7 +186,7 @@ def tamper(cache: Path, rng: random.Random, max_files: int) -> list[str]:
 
 def reference(samples: list[Sample]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, set[str]]]:
     """What a clean extraction gives, computed directly (no cache): features and failed names."""
-    from feature_extractors.base import ExtractionFailure
+    from mer.core.failures import ExtractionFailure
 
     feats, fails = {}, {}
     for ext in extractors(samples):

@@ -3,7 +3,7 @@
     python -m bench.extract --extractors librosa_prosody,minilm,tfidf --n 64
     python -m bench.extract --extractors all --device cuda --threads 2
 
-Clips come from the embedded demo corpus (:func:`mer.data.demo.demo_corpus`, MER2023 layout, mp4
+Clips come from the embedded demo corpus (:func:`mer.demo.demo_corpus`, MER2023 layout, mp4
 with H.264 video + AAC audio + transcripts) when it is importable; otherwise from a small
 synthetic set written here (mp4 with a moving gray frame and a voiced sawtooth, and an English and
 a Chinese transcript), so the benchmark runs on any checkout. Timings include decoding the media,
@@ -37,8 +37,9 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 
 import numpy as np
 
-from feature_extractors.base import ExtractionFailure, build_extractor, load_extractors
-from mer.data.manifest import Sample
+from mer.core.failures import ExtractionFailure
+from feature_extractors.base import build_extractor, EXTRACTORS
+from mer.core.samples import Sample
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # benchmarks never download
 
@@ -48,7 +49,7 @@ SAMPLE_RATE_HZ = 16000
 # --- clip sources -------------------------------------------------------------------------
 def demo_clips(n: int, cache_dir: Path) -> list[Sample]:
     """The first ``n`` training clips of the demo corpus (generated into ``cache_dir`` once)."""
-    from mer.data.demo import demo_corpus
+    from mer.demo import demo_corpus
     from mer.data.recipes import prepare
 
     root = demo_corpus(cache_dir, seed=0, n_train=max(n, 6), n_per_test=1, progress=True)
@@ -116,7 +117,7 @@ def load_clips(source: str, n: int, cache_dir: Path) -> tuple[str, list[Sample]]
     """``(source used, samples)``; ``auto`` is the demo corpus when importable, else synthetic."""
     if source == "auto":
         try:
-            import mer.data.demo  # noqa: F401
+            import mer.demo  # noqa: F401
             source = "demo"
         except ImportError:
             source = "synthetic"
@@ -241,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901
                         help="where demo/synthetic clips are written once and reused")
     args = parser.parse_args(argv)
 
-    registry = load_extractors()
+    registry = EXTRACTORS
     names = (registry.names() if args.extractors == "all"
              else [s.strip() for s in args.extractors.split(",") if s.strip()])
     for name in names:

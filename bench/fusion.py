@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-from fusion.base import FUSION, build_fusion, load_fusion_models
+from fusion.base import FUSION, build_fusion
 from mer.data.bundle import FeatureBundle, ModalityFeatures
-from mer.data.sequences import pad_sequences
+from mer.data.frames import pad_sequences
 from mer.training.data import Split
 from mer.training.estimator import FusionEstimator
 
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     ap.add_argument("--measure-epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    names = load_fusion_models().names() if args.models == "all" else args.models.split(",")
+    names = FUSION.names() if args.models == "all" else args.models.split(",")
     dims, steps = _parse_map(args.dims), _parse_map(args.steps)
     train = synthetic_split(N_TRAIN, dims, steps, 0)
     val = synthetic_split(N_VAL, dims, steps, 1)

@@ -252,7 +252,8 @@ def speed_section(device: str, batch_sizes: Sequence[int], precisions: Sequence[
 
 
 def pretrain_section(device: str, batch: int, amp: str, repeat: int) -> None:
-    from mer.pretraining.mae_dfer import TubeWindowMaskGenerator, param_groups, reconstruction_loss, reconstruction_targets
+    from feature_extractors.visual.lgi_former import TubeWindowMaskGenerator, reconstruction_loss, reconstruction_targets
+    from mer.pretraining.mae_dfer import param_groups
 
     model = create_model("mae_dfer_pretrain_base").to(device).train()
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
@@ -283,7 +284,7 @@ def pretrain_section(device: str, batch: int, amp: str, repeat: int) -> None:
 
 def extract_section(device: str, n: int, precision: str, batch: int) -> None:
     from feature_extractors.visual.mae_dfer import MAEDFERExtractor
-    from mer.data.manifest import Sample
+    from mer.core.samples import Sample
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

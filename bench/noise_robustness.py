@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from mer.setup_env import configure_environment
+from mer.core.env import configure_environment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     out = None
     for seed in seeds:
         for v in variants:
-            with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
                 cfg = compose("config", overrides=[
                     "track=noise", "track.baseline=null", "tracking=none", "ablate_modalities=false",
                     "progress=false", f"data.demo.n_train={args.n_train}", f"data.demo.n_per_test={args.n_per_test}",

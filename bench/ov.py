@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mer.setup_env import configure_environment
+from mer.core.env import configure_environment
 
 REPO = Path(__file__).resolve().parents[1]
 

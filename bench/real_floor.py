@@ -30,10 +30,12 @@ from hydra import compose, initialize_config_dir
 from threadpoolctl import threadpool_limits
 
 from mer.evaluation.scoring import score_outputs
-from mer.no_input import drop_no_input
-from mer.pipeline import (build_features, check_labels, load_manifest, make_estimator, make_splits,
-                          resolve_metric, resolve_protocol)
-from mer.setup_env import configure_environment
+from mer.training.no_input import drop_no_input
+from mer.features import build_features
+from mer.datasets import load_manifest
+from mer.tracks.supervised import make_estimator
+from mer.tracks.data import check_labels, make_splits, resolve_metric, resolve_protocol
+from mer.core.env import configure_environment
 from mer.training.cv import run_seeds, split_folds
 from mer.training.data import Split
 
@@ -44,7 +46,7 @@ HEADLINE = ("wf1", "acc", "mse", "combined", "non0_acc2", "non0_f1", "mae", "cor
 
 
 def compose_cfg(config: str, root: str, overrides: list[str]):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"data={config}", f"data.root={root}", "progress=false",
                                             "tracking=none", *overrides])
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from mer.setup_env import configure_environment
+from mer.core.env import configure_environment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     rows = []
     for hide in hides:
         for seed in seeds:
-            with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
                 cfg = compose("config", overrides=[
                     "track=semi", "tracking=none", "ablate_modalities=false", "progress=false", *data,
                     f"train.seeds=[{seed}]", f"track.hide_labels.fraction={hide}", f"track.hide_labels.seed={seed}",

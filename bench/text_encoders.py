@@ -23,8 +23,10 @@ from hydra import compose, initialize_config_dir
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 
-from mer.pipeline import build_features, load_manifest, make_splits
-from mer.setup_env import configure_environment
+from mer.features import build_features
+from mer.datasets import load_manifest
+from mer.tracks.data import make_splits
+from mer.core.env import configure_environment
 from mer.training.cv import stratified_folds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +57,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     for spec in args.encoders.split(","):
         name, _, language = spec.partition("@")
-        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[f"data={args.data}", f"data.root={args.root}",
                                                f"features/text={name}", *([f"data.language={language}"] if language else []),
                                                "features/audio=none", "features/visual=none", "progress=false",

@@ -26,32 +26,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
-import pkgutil
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from mer.data.manifest import Sample
-from mer.registry import Registry
+from mer.core.failures import ExtractionFailure, MediaError
+from mer.core.registry import Registry
+from mer.core.samples import Sample
 
 MODALITIES = ("text", "audio", "visual")
-
-
-@dataclass(frozen=True)
-class ExtractionFailure:
-    """Why one sample produced no feature. ``reason`` is a short type (``no_face``,
-    ``decode_error``, ``empty_transcript``, ``no_audio_stream``...); ``message`` is for people."""
-
-    name: str
-    reason: str
-    message: str
-
-    def to_json(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -91,7 +77,7 @@ class Extractor:
 
     needs_fit: ClassVar[bool] = False
 
-    def __init__(self, config: "Extractor.Config | None" = None, **overrides: Any) -> None:
+    def __init__(self, config: Any = None, **overrides: Any) -> None:   # a subclass's own Config
         cfg = config if config is not None else self.Config()
         if overrides:
             known = {f.name for f in dataclasses.fields(cfg)}
@@ -105,7 +91,7 @@ class Extractor:
                 if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
                     overrides[key] = dataclasses.replace(current, **value)
             cfg = dataclasses.replace(cfg, **overrides)
-        self.config = cfg
+        self.config: Any = cfg          # typed as each subclass's own Config, not the base one
         self.device = "cpu"
         self.context = ExtractContext()
         self._ready = False
@@ -201,8 +187,6 @@ class Extractor:
 def load_or_failure(extractor: Extractor, sample: Sample) -> Any:
     """``extractor.load(sample)`` with every exception turned into an :class:`ExtractionFailure`
     (``MediaError`` keeps its reason; anything else is ``decode_error`` naming the exception)."""
-    from feature_extractors.audio.io import MediaError
-
     try:
         return extractor.load(sample)
     except MediaError as err:
@@ -225,56 +209,17 @@ def _cache_relevant(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in _NOT_IN_KEY}
 
 
-def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so repeated calls are free."""
-    st = os.stat(path)
-    key = (os.fspath(path), st.st_size, st.st_mtime_ns)
-    hit = _DIGESTS.get(key)
-    if hit is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(chunk), b""):
-                h.update(block)
-        hit = _DIGESTS[key] = h.hexdigest()
-    return hit
-
-
-def folder_digest(path: str | os.PathLike, suffixes=(".safetensors", ".bin", ".pt", ".pth", ".onnx",
-                                                     ".hdf5", ".h5", ".json", ".txt", ".model")) -> str:
-    """Digest over a model folder's weight and config files (names and contents)."""
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(path)):
-        for fn in sorted(files):
-            if fn.endswith(suffixes):
-                p = os.path.join(root, fn)
-                h.update(os.path.relpath(p, path).encode())
-                h.update(file_digest(p).encode())
-    return h.hexdigest()
-
-
-_DIGESTS: dict[tuple, str] = {}
 
 
 def text_digest(texts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()
 
 
-EXTRACTORS: Registry[type[Extractor]] = Registry("feature extractor")
-
-
-def load_extractors() -> Registry[type[Extractor]]:
-    """Import every extractor module under ``feature_extractors/<modality>/`` (they self-register)."""
-    import feature_extractors as pkg
-
-    for sub in MODALITIES:
-        subpkg = importlib.import_module(f"feature_extractors.{sub}")
-        for mod in pkgutil.iter_modules(subpkg.__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"feature_extractors.{sub}.{mod.name}")
-    del pkg
-    return EXTRACTORS
+EXTRACTORS: Registry[type[Extractor]] = Registry(
+    "feature extractor", package=tuple(f"feature_extractors.{m}" for m in MODALITIES))
+"""Every extractor module under ``feature_extractors/<modality>/`` registers itself here."""
 
 
 def build_extractor(name: str, options: Mapping[str, Any] | None = None) -> Extractor:
-    cls = load_extractors().get(name)
+    cls = EXTRACTORS.get(name)
     return cls(**dict(options or {}))

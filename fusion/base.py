@@ -27,9 +27,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from mer.registry import Registry
+from mer.core.registry import Registry
 
-FUSION: Registry[type["FusionModel"]] = Registry("fusion model")
+FUSION: Registry[type["FusionModel"]] = Registry("fusion model", package="fusion")
 
 
 class FusionModel(nn.Module):
@@ -103,17 +103,4 @@ class TargetHeads(nn.Module):
 
 def build_fusion(name: str, input_dims: Mapping[str, int], num_classes: int, has_valence: bool,
                  **params) -> FusionModel:
-    load_fusion_models()
     return FUSION.get(name)(input_dims, num_classes, has_valence, **params)
-
-
-def load_fusion_models():
-    import importlib
-    import pkgutil
-
-    import fusion as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name != "base" and not mod.name.startswith("_"):
-            importlib.import_module(f"fusion.{mod.name}")
-    return FUSION

@@ -5,6 +5,6 @@ same from Python.
 """
 __version__ = "0.1.0"
 
-from mer.run_dirs import register_resolvers as _register_resolvers
+from mer.core.run_dirs import register_resolvers as _register_resolvers
 
 _register_resolvers()

@@ -27,9 +27,15 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mer.errors import UserError
+from feature_extractors.base import EXTRACTORS, MODALITIES
+from mer.core.errors import UserError, user_message
+from mer.core.samples import TARGETS
+from mer.data.recipes import COMMON_OPTIONS, RECIPES
+from mer.evaluation.metrics import SENTIMENT_METRICS
+from mer.training.folds import PROTOCOLS
+from submissions.schema import SUBMISSION_SCHEMAS
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 Check = Callable[[Any, DictConfig], "str | list[str] | None"]
 """``check(value, cfg)``: what is wrong with ``value`` (``"expected ..."``; ``".sub.key: ..."`` for a
@@ -177,42 +183,28 @@ def device(value: Any, cfg: DictConfig) -> str | None:
 
 # --- registries (imported on use: checking a config must not import torch models it does not name)
 def _fusion_models():
-    from fusion.base import FUSION, load_fusion_models
+    from fusion.base import FUSION  # deferred: loads torch only when used
 
-    load_fusion_models()
     return FUSION
 
 
 def _strategies():
-    from mer.tracks.base import STRATEGIES, load_strategies
+    from mer.tracks.base import STRATEGIES  # deferred: loads sklearn, torch, tqdm only when used
 
-    load_strategies()
     return STRATEGIES
 
 
-def _runners():
-    from mer.tracks.base import RUNNERS, load_strategies
-
-    load_strategies()
-    return RUNNERS
-
-
 def _recipes():
-    from mer.data.recipes import load_recipes
-
-    return load_recipes()
+    return RECIPES
 
 
 def _schemas():
-    from submissions.schema import SUBMISSION_SCHEMAS
-
     return SUBMISSION_SCHEMAS
 
 
 def _asr_engines():
-    from feature_extractors.asr.base import ASR_ENGINES, _register_engines
+    from feature_extractors.asr.base import ASR_ENGINES  # deferred: loads tqdm only when used
 
-    _register_engines()
     return ASR_ENGINES
 
 
@@ -237,9 +229,8 @@ def feature_stream(value: Any, cfg: DictConfig) -> str | None:
     without weights), each option of the type of its default."""
     if value is None or not value.get("name"):
         return None
-    from feature_extractors.base import load_extractors
 
-    registry = load_extractors()
+    registry = EXTRACTORS
     name = str(value.name)
     try:
         cls = registry.get(name)
@@ -305,7 +296,7 @@ def strategy_options(value: Any, cfg: DictConfig) -> str | None:
     """``track.strategy_options``: the strategy is built with them (strategies hold no weights)."""
     track = cfg.get("track")
     name = track.get("strategy") if track is not None else None
-    if track is None or track.get("runner") or not isinstance(name, str) or name not in _strategies():
+    if track is None or not isinstance(name, str) or name not in _strategies():
         return None
     options = _plain(value) or {}
     if not isinstance(options, dict):
@@ -339,15 +330,12 @@ def recipe_options(value: Any, cfg: DictConfig) -> str | None:
     sig = inspect.signature(_recipes().get(layout))
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return None
-    from mer.data.recipes import COMMON_OPTIONS
 
     known = [p for p in list(sig.parameters)[1:]] + list(COMMON_OPTIONS)   # the first is the root
     return _unknown_options(options, known, f"layout {layout}")
 
 
 def modalities(value: Any, cfg: DictConfig) -> str | None:
-    from feature_extractors.base import MODALITIES
-
     if not isinstance(value, (list, tuple, ListConfig)) or not value:
         return f"expected null or a list of streams or modalities, got {_shown(value)}"
     streams = [str(k) for k, v in (cfg.get("features") or {}).items() if v is not None and v.get("name")]
@@ -423,21 +411,15 @@ defaults entry)."""
 
 
 def _metric_names() -> tuple[str, ...]:
-    from mer.evaluation.metrics import SENTIMENT_METRICS
-
     return ("auto", "wf1", "acc", "combined", "mse", "frame_f1", "arousal_ccc", "valence_ccc", "va_ccc",
             *SENTIMENT_METRICS)
 
 
 def fold_protocol(value: Any, cfg: DictConfig) -> str | None:
-    from mer.training.folds import PROTOCOLS
-
     return choice(*PROTOCOLS)(value, cfg)
 
 
 def targets(value: Any, cfg: DictConfig) -> str | None:
-    from mer.data.manifest import TARGETS
-
     chosen = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else None
     if not chosen or any(t not in TARGETS for t in chosen):
         return f"expected {', '.join(TARGETS)} or a list of them, got {_shown(value)}"
@@ -445,7 +427,7 @@ def targets(value: Any, cfg: DictConfig) -> str | None:
 
 
 def corruption_condition(value: Any, cfg: DictConfig) -> str | None:
-    from mer.data.corrupt import parse_condition
+    from mer.data.corrupt import parse_condition  # deferred: loads tqdm only when used
 
     try:
         parse_condition(str(value))
@@ -456,7 +438,7 @@ def corruption_condition(value: Any, cfg: DictConfig) -> str | None:
 
 def corruption(value: Any, cfg: DictConfig) -> str | None:
     """``corruption`` / ``track.corruption``: the options :class:`CorruptionSettings` takes."""
-    from mer.data.corrupt import CorruptionSettings
+    from mer.data.corrupt import CorruptionSettings  # deferred: loads tqdm only when used
 
     options = _plain(value) or {}
     try:
@@ -530,7 +512,6 @@ RULES: tuple[Rule, ...] = (
     Rule("fusion.params", fusion_params, optional=True),
     Rule("track", known_keys("track")),
     Rule("track.name", string),
-    Rule("track.runner", registered(_runners), optional=True),
     Rule("track.strategy", registered(_strategies)),
     Rule("track.strategy_options", strategy_options, optional=True),
     Rule("track.metric", metric),
@@ -550,8 +531,9 @@ RULES: tuple[Rule, ...] = (
                                                     what="a list of corruption conditions"), optional=True),
     Rule("features.*", feature_stream, optional=True),
 )
-"""What every config value must be. ``track.baseline: true`` (the pll runner's flag) and the other
-runner-specific keys are checked by their runners."""
+"""What every config value must be. The ``track.*`` rules are the supervised family's: the open
+vocabulary and partial-label strategies check their own track keys (``baseline: true`` is the pll
+track's flag)."""
 
 
 # --- walking the config -------------------------------------------------------------------------
@@ -583,9 +565,10 @@ def config_problems(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> list[str]
     """Every problem of ``cfg`` as ``"<key>: <what is wrong>"`` (empty when all is well)."""
     problems: list[str] = []
     for rule in rules:
-        # pll tracks say ``baseline: true`` (a flag), runners have their own protocol
-        if rule.key.startswith("track.") and rule.key not in ("track.name", "track.runner") \
-                and _has_runner(cfg):
+        # the track.* rules are the supervised family's; the OV and PLL strategies check their own keys
+        if rule.key.startswith("track.") and rule.key not in ("track.name", "track.strategy",
+                                                              "track.strategy_options") \
+                and _own_protocol(cfg):
             continue
         try:
             matches = list(_select(cfg, rule.key.split(".")))
@@ -608,14 +591,19 @@ def config_problems(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> list[str]
     return problems
 
 
-def _has_runner(cfg: DictConfig) -> bool:
+def _own_protocol(cfg: DictConfig) -> bool:
+    """Whether the track's strategy is outside the supervised family (open vocabulary, partial
+    labels): its track keys (``baseline: true``...) mean other things and are its own to check."""
+    from mer.tracks.supervised import SupervisedStrategy  # deferred: loads pandas, sklearn, torch, tqdm only when used
+
     track = cfg.get("track")
-    return track is not None and bool(track.get("runner"))
+    name = track.get("strategy") if track is not None else None
+    if not isinstance(name, str) or name not in _strategies():
+        return False
+    return not issubclass(_strategies().get(name), SupervisedStrategy)
 
 
 def _first_line(err: BaseException) -> str:
-    from mer.errors import user_message
-
     text = user_message(err) or f"{type(err).__name__}: {err}"
     if isinstance(err, SystemExit) and user_message(err) is None:
         raise err

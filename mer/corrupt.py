@@ -11,24 +11,26 @@ same seed (``corruption.seed``) the files are byte-identical; a rerun finishes w
 """
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from mer.errors import run_cli, user_errors
-from mer.setup_env import configure_environment
+from mer.config_check import check_config
+from mer.core.config import plain
+from mer.core.env import configure_environment
+from mer.core.errors import run_cli, user_errors
+from mer.datasets import dataset_cache_id, load_manifest
 
 configure_environment()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="corrupt")
+@hydra.main(version_base="1.3", config_path="conf", config_name="corrupt")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    from collections import Counter
-    from pathlib import Path
-
+    # deferred: loads tqdm only when used
     from mer.data.corrupt import CorruptionSettings, corrupt_manifest, corrupted_root, parse_condition
-    from mer.config_check import check_config
-    from mer.pipeline import dataset_cache_id, load_manifest, plain
 
     check_config(cfg)
     manifest = load_manifest(cfg)

@@ -163,7 +163,7 @@ def _e5() -> str:
 
 
 def _whisper() -> str:
-    from feature_extractors.asr.whisper import default_model_path
+    from feature_extractors.weights import whisper_tiny_en_path as default_model_path
 
     path = default_model_path("whisper_ct2_encoder", "features.audio.options.model_path")
     if not (path / "model.bin").is_file():
@@ -237,9 +237,9 @@ def check_extractor(name: str, cls: type) -> Check:
 
 def check_extractors() -> list[Check]:
     try:
-        from feature_extractors.base import load_extractors
+        from feature_extractors.base import EXTRACTORS
 
-        registry = load_extractors()
+        registry = EXTRACTORS
     except Exception as err:  # noqa: BLE001 - a broken install is one row, not a traceback
         return [Check("extractors", False, f"the registry does not load ({type(err).__name__}: {err})", INSTALL)]
     return [check_extractor(n, registry.get(n)) for n in registry.names()]
@@ -271,7 +271,7 @@ def _writable_folder(folder: Path) -> str | None:
 def check_mlflow_store(uri: str | None = None) -> Check:
     """The tracking store runs write to: a sqlite file's folder is opened for writing, a server's
     ``/health`` is asked (3 s); nothing is created and no server is started."""
-    from mer.redact import mask_secrets
+    from mer.core.redact import mask_secrets
     from mer.report import default_tracking_uri
 
     uri = uri or default_tracking_uri()
@@ -318,7 +318,7 @@ def exit_status(checks: list[Check]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mer.setup_env import configure_environment
+    from mer.core.env import configure_environment
 
     configure_environment()              # offline: no library reaches for a hub
     argparse.ArgumentParser(prog="python -m mer.doctor", description=__doc__.split("\n\n")[0]).parse_args(argv)
@@ -333,6 +333,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mer.errors import run_cli
+    from mer.core.errors import run_cli
 
     run_cli(main)

@@ -15,18 +15,18 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mer.errors import run_cli, user_errors
-from mer.setup_env import configure_environment
+from mer.config_check import check_config
+from mer.core.env import configure_environment
+from mer.core.errors import run_cli, user_errors
 
 configure_environment()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    from mer.config_check import check_config
-    from mer.features import extract_all
-    from mer.training.estimator import resolve_device
+    from mer.features import extract_all  # deferred: loads tqdm only when used
+    from mer.training.estimator import resolve_device  # deferred: loads sklearn, torch only when used
 
     check_config(cfg)
     rows = extract_all(cfg, resolve_device(str(cfg.device)))

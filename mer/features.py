@@ -12,19 +12,32 @@ a rerun of the same command fills exactly what is missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import multiprocessing as mp
 import os
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from feature_extractors.asr import apply_asr, asr_tag, build_asr, samples_needing_asr, transcribe_samples
 from feature_extractors.base import MODALITIES, Extractor, build_extractor
 from mer.cache.fill import FillOptions, FillReport, fill_entry, is_two_stage
 from mer.cache.store import CacheEntry, FeatureStore
+from mer.cache.workers import die_with_parent
+from mer.core.config import plain
+from mer.core.env import configure_environment
+from mer.core.fingerprints import FingerprintCache
+from mer.data.bundle import FeatureBundle, ModalityFeatures
+from mer.data.corrupt import CorruptionSettings, corrupt_manifest, corrupted_root, parse_condition
 from mer.data.manifest import Manifest
+from mer.data.sequences import sequence_settings
+from mer.datasets import dataset_cache_id, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +69,6 @@ def apply_asr_config(cfg: DictConfig, manifest: Manifest, dataset_id: str, condi
     a = cfg.get("asr")
     if not a or not a.get("name"):
         return manifest, None
-    from feature_extractors.asr import apply_asr, asr_tag, build_asr, samples_needing_asr, transcribe_samples
-    from mer.pipeline import plain
 
     engine = build_asr(str(a.name), plain(a.get("options")))
     merge = plain(a.get("merge"))
@@ -68,7 +79,6 @@ def apply_asr_config(cfg: DictConfig, manifest: Manifest, dataset_id: str, condi
     if not todo:
         log.info("asr: every sample has a %s transcript; policy %s needs no ASR", language, policy)
         return manifest, None
-    from mer.cache.inputs import FingerprintCache
 
     dataset_root = feature_store(cfg).root / dataset_id
     # Media fingerprints (a transcript is redone when its file changes) are remembered in the
@@ -92,7 +102,6 @@ def plan_streams(cfg: DictConfig, manifest: Manifest, dataset_id: str, condition
     for stream, fc in cfg.features.items():
         if fc is None or not fc.get("name"):
             continue
-        from mer.pipeline import plain
 
         extractor = build_extractor(fc.name, plain(fc.get("options")))
         modality = extractor.modality
@@ -119,7 +128,6 @@ def fill_options(cfg: DictConfig, **overrides: Any) -> FillOptions:
         prefetch=int(ex.get("prefetch", 2)),
         max_failure_fraction=float(ex.get("max_failure_fraction", 1.0)),
     )
-    import dataclasses
 
     return dataclasses.replace(opts, **overrides) if overrides else opts
 
@@ -128,8 +136,6 @@ def resolve_workers(opts: FillOptions, extractor: Extractor, n_todo: int) -> Fil
     """``workers=-1`` (auto): decoding processes for media extractors with enough work to pay
     for starting them (each imports the extractor's modules); none for text, whose ``load`` is a
     dictionary lookup."""
-    import dataclasses
-
     if opts.workers >= 0:
         return opts
     media = is_two_stage(extractor) and extractor.modality != "text"
@@ -149,14 +155,10 @@ def fill_stream(s: Stream, samples: Sequence, *, device: str, progress: bool, op
 # --- mer.extract: every stream, optionally sharded ---------------------------------------------
 def _shard_job(cfg_yaml: str, index: int, count: int, device: str) -> list[dict]:
     """Fill shard ``index`` of ``count`` of every stream (runs in a child process or a Ray task)."""
-    from mer.cache.workers import die_with_parent
-    from mer.setup_env import configure_environment
-
     if count > 1:
         die_with_parent()
 
     configure_environment()
-    from mer.pipeline import dataset_cache_id, load_manifest
 
     cfg = OmegaConf.create(cfg_yaml)
     manifest = load_manifest(cfg)
@@ -173,8 +175,6 @@ def _shard_job(cfg_yaml: str, index: int, count: int, device: str) -> list[dict]
 
 
 def _report_row(s: Stream, rep: FillReport) -> dict:
-    from collections import Counter
-
     return {"stream": s.stream, "extractor": s.extractor.name, "entry": str(s.entry.path),
             "requested": rep.requested, "cached": rep.cached, "extracted": rep.extracted,
             "failed": rep.failed, "reasons": dict(Counter(f.reason for f in rep.failures)),
@@ -184,7 +184,6 @@ def _report_row(s: Stream, rep: FillReport) -> dict:
 def extract_all(cfg: DictConfig, device: str) -> list[dict]:
     """Fill every stream's entry for the configured dataset; returns one summary row per stream
     (per shard when sharded)."""
-    from mer.pipeline import dataset_cache_id, load_manifest
 
     manifest = load_manifest(cfg)
     dataset_id = dataset_cache_id(cfg, manifest)
@@ -219,9 +218,6 @@ def extract_all(cfg: DictConfig, device: str) -> list[dict]:
 
 
 def _run_local(cfg_yaml: str, count: int, device: str) -> list[dict]:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(max_workers=count, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_shard_job, cfg_yaml, i, count, device) for i in range(count)]
         return [row for f in futures for row in f.result()]
@@ -229,7 +225,7 @@ def _run_local(cfg_yaml: str, count: int, device: str) -> list[dict]:
 
 def _run_ray(cfg_yaml: str, count: int, device: str, address: str | None) -> list[dict]:
     try:
-        import ray
+        import ray  # optional dependency, imported on use
     except ImportError:
         raise SystemExit("extract.launcher=ray needs Ray: `pip install -c constraints.txt 'ray==2.60.0'` "
                          "(an optional extra); or use extract.launcher=local") from None
@@ -249,3 +245,129 @@ def _run_ray(cfg_yaml: str, count: int, device: str, address: str | None) -> lis
     finally:
         if started:
             ray.shutdown()
+
+
+@dataclass
+class FeatureSet:
+    """A run's features: the bundle, what each stream is (for the record), the planned streams
+    (corrupted conditions reuse their fitted extractors) and the failures."""
+
+    bundle: FeatureBundle
+    info: dict[str, Any]
+    failures: list[dict]
+    streams: list[Any]
+    dataset_id: str
+
+
+def _load_streams(streams, samples, names: list[str], cfg: DictConfig, device: str, condition: str
+                  ) -> tuple[dict[str, ModalityFeatures], dict[str, Any], list[dict]]:
+    """Fill each stream's entry for ``samples`` where missing, then load the rows of ``names``."""
+    mods: dict[str, ModalityFeatures] = {}
+    info: dict[str, Any] = {}
+    failures: list[dict] = []
+    opts = fill_options(cfg)
+    for s in streams:
+        stream, entry, name = s.stream, s.entry, s.extractor.name
+        t0 = time.perf_counter()
+        report = fill_stream(s, samples, device=device, progress=bool(cfg.progress), opts=opts)
+        if entry.level == "frame":
+            from mer.data.sequences import load_frame_features
+
+            feats = load_frame_features(entry, names, max_steps=(cfg.get("sequence") or {}).get("max_steps"))
+            X, present = feats.X, feats.present
+        else:
+            X, present = entry.load_matrix(names)
+            feats = ModalityFeatures(X, present)
+        fails = entry.failures()
+        for n in names:
+            if n in fails:
+                f = fails[n]
+                failures.append({"stream": stream, "modality": s.modality, "extractor": name, "name": n,
+                                 "condition": condition, "reason": f.reason, "message": f.message})
+        mods[stream] = ModalityFeatures(X, present, source=entry.path.name, lengths=feats.lengths, times=feats.times)
+        extracted, cached = report.extracted, report.cached
+        info[stream] = {"extractor": name, "modality": s.modality, "cache_key": entry.key,
+                        "entry": str(entry.path), "condition": entry.path.parent.name, "dim": int(X.shape[-1]),
+                        "level": entry.level,
+                        "present": int(present.sum()), "total": len(names), "extracted_now": extracted,
+                        "from_cache": cached, "seconds": round(time.perf_counter() - t0, 2)}
+        absent = len(names) - int(present.sum())
+        log.info("%s [%s]: %s, dim %d, %d/%d samples (%d extracted now, %d from cache)%s", stream, condition, name,
+                 X.shape[-1], present.sum(), len(names), extracted, cached,
+                 f"; {absent} without a feature are masked (see failures.jsonl)" if absent else "")
+    return mods, info, failures
+
+
+def feature_set(cfg: DictConfig, manifest: Manifest, device: str, condition: str = "clean") -> FeatureSet:
+    """Fill (where missing) and load every feature stream of the config for every sample."""
+    dataset_id = dataset_cache_id(cfg, manifest)
+    manifest, asr_tag = apply_asr_config(cfg, manifest, dataset_id, condition)
+    text_condition = f"{condition}+{asr_tag}" if asr_tag else None
+    streams = plan_streams(cfg, manifest, dataset_id, condition, text_condition)
+    names = manifest.names()
+    mods, info, failures = _load_streams(streams, manifest.samples, names, cfg, device, condition)
+    if not mods:
+        raise SystemExit("no modality has features: check features/text, features/audio, features/visual "
+                         "and that the dataset has the inputs they need")
+
+    return FeatureSet(sequence_settings(cfg.get("sequence")).apply(FeatureBundle(names, mods)), info, failures,
+                      streams, dataset_id)
+
+
+def build_features(cfg: DictConfig, manifest: Manifest, device: str, condition: str = "clean"
+                   ) -> tuple[FeatureBundle, dict[str, Any], list[dict]]:
+    fs = feature_set(cfg, manifest, device, condition)
+    return fs.bundle, fs.info, fs.failures
+
+
+def corruption_settings(cfg: DictConfig):
+    node = cfg.track.get("corruption") if cfg.get("track") is not None else None
+    return CorruptionSettings.from_config(plain(node if node is not None else cfg.get("corruption")))
+
+
+def condition_features(cfg: DictConfig, manifest: Manifest, clean: FeatureSet, condition: str,
+                       names: list[str], device: str) -> tuple[FeatureBundle, dict[str, Any], list[dict]]:
+    """Features of ``names`` under a corrupted ``condition`` (``mixed``, ``snr7``, ``blur4``...).
+
+    The clips are corrupted once into ``<cache>/corrupted/<dataset>/<condition>/`` (in the
+    release layout, each clip's draw beside it), and the streams the condition can change are
+    extracted from that copy into the cache condition of the same name, with the extractors of the
+    clean run (fitted state included). Streams it cannot change (video under ``snr7``; text unless
+    ASR transcribes the noisy audio) are the clean entries."""
+    from mer.features import Stream, feature_store
+
+    cond = parse_condition(condition)
+    settings = corruption_settings(cfg)
+    tag = settings.tag(cond)
+    root = corrupted_root(cfg.paths.cache_dir, clean.dataset_id, tag)
+    noisy, copy = corrupt_manifest(manifest, cond, settings, root, names=names, progress=bool(cfg.progress))
+    samples = [noisy[n] for n in names]
+    text_condition = None
+    if cond.touches_audio and cfg.get("asr") and cfg.asr.get("name"):
+        subset = Manifest(noisy.dataset, noisy.label_spec, samples, noisy.train_split, noisy.root)
+        subset, asr_tag = apply_asr_config(cfg, subset, clean.dataset_id, tag)
+        samples = subset.samples
+        text_condition = f"{tag}+{asr_tag}" if asr_tag else None
+    store = feature_store(cfg)
+    streams, reused = [], set()
+    for s in clean.streams:
+        if cond.touches(s.modality):
+            streams.append(Stream(s.stream, s.extractor, store.entry(clean.dataset_id, s.extractor.identity(), tag)))
+        elif s.modality == "text" and text_condition:
+            streams.append(Stream(s.stream, s.extractor,
+                                  store.entry(clean.dataset_id, s.extractor.identity(), text_condition)))
+        else:
+            reused.add(s.stream)
+    mods, info, failures = _load_streams(streams, samples, names, cfg, device, tag)
+    clean_rows = clean.bundle.take(names)
+    for s in clean.streams:
+        if s.stream in reused:
+            f = clean_rows.modalities[s.stream]
+            mods[s.stream] = ModalityFeatures(f.X, f.present, source=s.entry.path.name, lengths=f.lengths,
+                                              times=f.times)
+    for n, err in copy.failed.items():
+        failures.append({"stream": "*", "modality": "*", "extractor": "corrupt", "name": n, "condition": tag,
+                         "reason": "corruption_failed", "message": err})
+
+    return sequence_settings(cfg.get("sequence")).apply(FeatureBundle(list(names), {m: mods[m] for m in clean.bundle.modalities})), \
+        {f"{k}@{tag}": v for k, v in info.items()}, failures

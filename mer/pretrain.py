@@ -8,24 +8,24 @@ sample reconstructions (``reconstructions/epoch-<e>-{appearance,motion}.png``) a
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mer.errors import run_cli, user_errors
-from mer.setup_env import configure_environment
+from mer.config_check import check_config
+from mer.core.env import configure_environment
+from mer.core.errors import run_cli, user_errors
+from mer.datasets import load_manifest
+from mer.tracking import build_tracker, git_commit
 
 configure_environment()
 
 
 def run(cfg: DictConfig):
     """The whole job without Hydra's decorator (tests call this)."""
-    from pathlib import Path
-
-    from mer.pipeline import load_manifest
-    from mer.pretraining.train import PretrainSettings, pretrain
-    from mer.tracking import build_tracker, git_commit
-    from mer.config_check import check_config
-    from mer.training.estimator import resolve_device
+    from mer.pretraining.train import PretrainSettings, pretrain  # deferred: loads torch only when used
+    from mer.training.estimator import resolve_device  # deferred: loads sklearn, torch only when used
 
     check_config(cfg)
     manifest = load_manifest(cfg)
@@ -52,7 +52,7 @@ def run(cfg: DictConfig):
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+@hydra.main(version_base="1.3", config_path="conf", config_name="pretrain")
 @user_errors
 def main(cfg: DictConfig) -> None:
     result = run(cfg)

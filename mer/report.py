@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
+
+from mer.core.env import configure_environment
 
 
 def default_tracking_uri() -> str:
@@ -23,8 +24,6 @@ def default_tracking_uri() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mer.setup_env import configure_environment
-
     configure_environment()
     ap = argparse.ArgumentParser(prog="python -m mer.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", help="a folder of runs, or mlflow:<experiment>")
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modalities", default="", help="modalities of the top-n fusion, e.g. text,audio (default: all ranked)")
     args = ap.parse_args(argv)
 
-    from mer.evaluation.ablation import load_runs, write_report
+    from mer.evaluation.ablation import load_runs, write_report  # deferred: loads pandas only when used
 
     records = load_runs(args.runs, args.tracking_uri or default_tracking_uri())
     if args.out:
@@ -54,6 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mer.errors import run_cli
+    from mer.core.errors import run_cli
 
     run_cli(main)

@@ -4,16 +4,16 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mer.errors import run_cli, user_errors
-from mer.setup_env import configure_environment
+from mer.core.env import configure_environment
+from mer.core.errors import run_cli, user_errors
 
 configure_environment()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> float:
-    from mer.pipeline import run
+    from mer.pipeline import run  # deferred: loads pandas, sklearn, torch, tqdm only when used
 
     result = run(cfg)
     print_result(result)
@@ -35,7 +35,7 @@ def print_result(result) -> None:
         lines.append(f"submission ({track}): {path}")
     lines.append(f"outputs: {result.out_dir}")
     if result.run_id:
-        from mer.redact import mask_secrets
+        from mer.core.redact import mask_secrets
 
         lines.append(f"MLflow run: {result.run_id} in {mask_secrets(result.tracking_uri)}")
     print("\n".join(lines), flush=True)

@@ -3,7 +3,7 @@
 ``MLFLOW_TRACKING_URI`` (or ``tracking.uri``) points runs at a server instead. A run that raises is
 marked FAILED; nothing is written into the source tree (the store and artifacts live under
 ``paths.runs_dir``). Params and tags are logged with the credentials of any URL in them masked
-(:func:`mer.redact.mask_secrets`): ``tune.storage=postgresql://user:***@host/db``.
+(:func:`mer.core.redact.mask_secrets`): ``tune.storage=postgresql://user:***@host/db``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from mer.redact import mask_secrets
+from mer.core.redact import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class MlflowTracker:
 
     def _client_setup(self):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        import mlflow
+        import mlflow  # deferred: loads mlflow only when used
 
         if self.uri and self.uri.startswith("sqlite:///"):
             Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)

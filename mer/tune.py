@@ -12,21 +12,20 @@ Run the same command again to resume a study (same ``tune.study`` and storage).
 from __future__ import annotations
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mer.errors import run_cli, user_errors
-from mer.setup_env import configure_environment
+from mer.core.env import configure_environment
+from mer.core.errors import run_cli, user_errors
+from mer.core.redact import mask_secrets
 
 configure_environment()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="tune")
+@hydra.main(version_base="1.3", config_path="conf", config_name="tune")
 @user_errors
 def main(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
-
-    from mer.redact import mask_secrets
-    from mer.tuning.study import run_study
+    from mer.tuning.study import run_study  # deferred: loads optuna, sklearn, torch, tqdm only when used
 
     hc = HydraConfig.get()
     result = run_study(cfg, overrides=list(hc.overrides.task), choices=dict(hc.runtime.choices),

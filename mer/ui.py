@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mer.redact import mask_secrets
+from mer.core.redact import mask_secrets
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 5.0
@@ -106,6 +106,6 @@ def stop_server(server: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None
 
 
 if __name__ == "__main__":
-    from mer.errors import run_cli
+    from mer.core.errors import run_cli
 
     run_cli(main)

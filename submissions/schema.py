@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from mer.data.manifest import MER_CLASSES
-from mer.registry import Registry
+from mer.core.samples import MER_CLASSES
+from mer.core.registry import Registry
 
 NameSetRule = Literal["exact", "superset"]
 NAME_SET_RULES: tuple[str, ...] = ("exact", "superset")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -465,6 +464,6 @@ def _ok_message(path: Path, schema: SubmissionSchema, names: list[str] | None) -
 
 
 if __name__ == "__main__":
-    from mer.errors import run_cli
+    from mer.core.errors import run_cli
 
     run_cli(main)

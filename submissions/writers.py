@@ -13,7 +13,6 @@ lower the squared error against labels that lie inside the range.
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from mer.core.io import atomic_file
 from submissions.schema import (
     LABEL_COLUMN, NAME_COLUMN, VALENCE_COLUMN, SubmissionSchema, get_schema,
 )
@@ -182,38 +182,13 @@ def _target_path(out: str | Path, schema: SubmissionSchema) -> Path:
 
 def _write_atomically(table: pd.DataFrame, target: Path,
                       check: Callable[[Path], list[Problem]]) -> None:
-    """Write ``table`` next to ``target``, validate, then rename over it, so readers see the old
+    """Write ``table`` beside ``target``, validate, then rename over it, so readers see the old
     file or the complete new one, never a partial one, and a failure leaves no temporary file."""
-    # A temporary file in the target's own directory, so os.replace is a same-filesystem rename.
-    # os.open with mode 0o666 lets the umask decide permissions (mkstemp would force 0600).
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            table.to_csv(handle, index=False, lineterminator="\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    def validate(temp: Path) -> None:
         problems = check(temp)
         if problems:
             raise SubmissionError(f"the written {target.name} is invalid: "
                                   + "; ".join(map(str, problems)), problems)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
 
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable across a crash; some filesystems cannot fsync a directory,
-    # and the file is already complete, so that is not an error.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_file(target, "w", encoding="utf-8", newline="", check=validate) as handle:
+        table.to_csv(handle, index=False, lineterminator="\n")

@@ -1,19 +1,44 @@
 """Test-wide settings: nothing is written to the user's home or the source tree, nothing goes online."""
+import importlib.machinery
+import importlib.util
 import json
 import os
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from mer.setup_env import configure_environment
+from mer.core.env import configure_environment
 
 configure_environment()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SHARED_GOLDEN = REPO.parent / "shared" / "golden"
+
+
+def _expose_checkout_folder(name: str) -> None:
+    """Make the checkout's ``bench`` or ``tests`` folder importable as a package by that name
+    without putting the checkout itself on sys.path: ``mer`` and the other packages keep coming
+    from their installation (editable or not), never from the folder the tests happen to sit in."""
+    if name in sys.modules:
+        return
+    folder = REPO / name
+    init = folder / "__init__.py"
+    spec = (importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+            if init.is_file() else importlib.machinery.ModuleSpec(name, None, is_package=True))
+    if not init.is_file():
+        spec.submodule_search_locations = [str(folder)]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    if spec.loader is not None:
+        spec.loader.exec_module(module)
+
+
+_expose_checkout_folder("tests")
+_expose_checkout_folder("bench")
 
 
 @pytest.fixture(scope="session", autouse=True)

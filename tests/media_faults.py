@@ -10,19 +10,19 @@ import av
 import numpy as np
 import soundfile as sf
 
-from mer.data import demo_media as media
-from mer.data.manifest import Sample
+from mer import demo
+from mer.core.samples import Sample
 
-FPS = media.FPS
-SR = media.SAMPLE_RATE_HZ
+FPS = demo.FPS
+SR = demo.SAMPLE_RATE_HZ
 
 
 def good_clip(path: Path, seed: int, seconds: float = 1.6) -> None:
     rng = np.random.default_rng(seed)
     n = int(seconds * FPS)
-    frames = media.render_frames("happy", 0.8, n, media.draw_face_shot(rng), rng)
-    audio = media.synth_voice("happy", 0.8, media.draw_speaker(rng), seconds, rng)
-    media.write_mp4(path, frames, audio)
+    frames = demo.render_frames("happy", 0.8, n, demo.draw_face_shot(rng), rng)
+    audio = demo.synth_voice("happy", 0.8, demo.draw_speaker(rng), seconds, rng)
+    demo.write_mp4(path, frames, audio)
 
 
 def _video_only(path: Path, frames: np.ndarray) -> None:
@@ -79,13 +79,13 @@ def write_corpus(root: Path, n_good: int = 4, seed: int = 0) -> tuple[list[Sampl
     add("bad_random", "random bytes named .mp4", root / "noise.mp4")
     _zero_frames(root / "zero_frames.mp4")
     add("bad_zero_frames", "mp4 with a video stream and no frame", root / "zero_frames.mp4")
-    audio = media.synth_voice("sad", 0.5, media.draw_speaker(rng), 1.0, rng)
+    audio = demo.synth_voice("sad", 0.5, demo.draw_speaker(rng), 1.0, rng)
     _audio_only_mp4(root / "no_video.mp4", audio)
     add("bad_no_video", "no video stream (audio only)", root / "no_video.mp4", transcript=None)
-    frames = media.render_frames("angry", 0.9, 12, media.draw_face_shot(rng), rng)
+    frames = demo.render_frames("angry", 0.9, 12, demo.draw_face_shot(rng), rng)
     _video_only(root / "no_audio.mp4", frames)
     add("bad_no_audio", "no audio stream (video only)", root / "no_audio.mp4")
-    media.write_mp4(root / "silent.mp4", frames, np.zeros(int(0.5 * SR), np.float32))
+    demo.write_mp4(root / "silent.mp4", frames, np.zeros(int(0.5 * SR), np.float32))
     add("bad_silent", "silent audio", root / "silent.mp4")
     sf.write(root / "nan.wav", np.full(SR, np.nan, np.float32), SR, subtype="FLOAT")
     add("bad_nan_audio", "NaN samples in a float wav", root / "nan.wav")

@@ -22,7 +22,7 @@ from feature_extractors.asr import (Transcript, apply_asr, asr_tag, build_asr, m
                                     transcript_dir)
 from feature_extractors.asr.wer import normalize_words, word_errors
 from feature_extractors.asr.whisper import WhisperAsr, WhisperConfig
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 SR = 16000
 SENTENCES = [

@@ -16,7 +16,8 @@ from feature_extractors.asr.wer import word_errors
 from feature_extractors.asr.whisper import WhisperAsr
 from mer.cache.fill import fill_entry
 from mer.cache.store import FeatureStore
-from mer.data.manifest import LabelSpec, Manifest, Sample
+from mer.core.samples import LabelSpec, Sample
+from mer.data.manifest import Manifest
 from tests.test_asr import SENTENCES, SR, needs_espeak, speak
 from tests.test_cache_integrity import WordVector as TextBytes   # reads the transcript it embeds
 
@@ -139,7 +140,7 @@ def test_transcripts_cached_without_a_fingerprint_are_adopted_then_checked(engin
     first = transcribe_samples(samples, engine, cache, progress=False)
     path = transcript_dir(cache, engine) / "transcripts.jsonl"
     old = [json.loads(x) for x in path.read_text().splitlines()]
-    assert all(len(d.pop("media_fingerprint")) == 32 for d in old)
+    assert all(len(d.pop("media_fingerprint")) == 32 and d.pop("crc") for d in old)
     path.write_text("".join(json.dumps(d) + "\n" for d in old))     # as written before fingerprints
     assert transcribe_samples(samples, engine, cache, progress=False) == first
     assert len(CountingWhisper.decoded) == 2                         # trusted, not redone

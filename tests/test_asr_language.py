@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from feature_extractors.asr import read_transcripts, transcribe_samples
 from feature_extractors.asr.whisper import WhisperAsr, language_failure
-from mer.data.manifest import Sample
-from mer.errors import UserError
+from mer.core.samples import Sample
+from mer.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -83,7 +83,7 @@ def test_language_failure_judges_the_detection():
 
 
 def test_spoken_language_reaches_the_engine_from_the_dataset_config():
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         mer = compose("config", overrides=["data=mer2023", "asr=whisper"])
         demo = compose("config", overrides=["asr=whisper"])
     assert OmegaConf.to_container(mer.asr.options, resolve=True)["spoken_language"] == "chinese"

@@ -26,8 +26,9 @@ from feature_extractors.audio.egemaps_librosa import FEATURES, EgemapsLibrosa
 from feature_extractors.audio.hf_audio import HFAudioEncoder
 from feature_extractors.audio.opensmile_egemaps import OpenSmileFunctionals
 from feature_extractors.audio.prosody import LibrosaProsody
-from feature_extractors.base import ExtractionFailure, Extractor, load_extractors
-from mer.data.manifest import Sample
+from mer.core.failures import ExtractionFailure
+from feature_extractors.base import Extractor, EXTRACTORS
+from mer.core.samples import Sample
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -107,7 +108,7 @@ def clips(tmp_path_factory) -> dict[str, Sample]:
 @pytest.fixture(scope="module")
 def demo_clip(tmp_path_factory) -> Sample:
     """One demo-corpus clip: an mp4 (H.264 + AAC) with the corpus' synthetic voice."""
-    from mer.data import demo
+    from mer import demo
 
     d = tmp_path_factory.mktemp("demo")
     plan = demo.plan_corpus(0, 6, 1)[0]
@@ -469,7 +470,7 @@ def test_egemaps_agrees_with_opensmile_where_it_should():
 # --- opensmile_egemaps --------------------------------------------------------------------
 def test_opensmile_is_registered_and_explains_itself_when_absent(monkeypatch):
     assert {"hf_audio", "whisper_ct2_encoder", "egemaps_librosa", "opensmile_egemaps",
-            "librosa_prosody"} <= set(load_extractors().names())
+            "librosa_prosody"} <= set(EXTRACTORS.names())
     monkeypatch.setitem(sys.modules, "opensmile", None)            # as if it were not installed
     ex = OpenSmileFunctionals()                                     # construction imports nothing
     assert ex.dim == 88 and ex.weights_digest().startswith("opensmile==")

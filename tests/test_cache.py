@@ -5,10 +5,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from feature_extractors.base import ExtractionFailure, Extractor
+from mer.core.failures import ExtractionFailure
+from feature_extractors.base import Extractor
 from mer.cache.fill import fill_entry
-from mer.cache.store import FeatureStore, cache_key
-from mer.data.manifest import Sample
+from mer.cache.store import FeatureStore
+from mer.core.hashing import cache_key
+from mer.core.samples import Sample
 
 
 class Toy(Extractor):

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from feature_extractors.base import ExtractionFailure, Extractor
-from mer.cache import inputs as fp_inputs
+from mer.core.failures import ExtractionFailure
+from feature_extractors.base import Extractor
+from mer.core import fingerprints as fp_inputs
 from mer.cache.__main__ import main as cache_cli
 from mer.cache.fill import fill_entry
-from mer.cache.inputs import FingerprintCache
+from mer.core.fingerprints import FingerprintCache
 from mer.cache.store import FeatureStore, row_digest
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 from mer.data.sequences import load_frame_features
 
 
@@ -336,7 +337,7 @@ def test_garbled_lines_never_claim_a_sample_is_done(tmp_path, target):
 
 
 def test_shared_face_crops_of_a_replaced_video_are_not_reused(tmp_path):
-    from feature_extractors.visual.faces import FaceClip, FaceConfig, read_cached_clip, write_cached_clip
+    from feature_extractors.visual.faces import FaceClip, FaceConfig, face_entry, read_cached_clip, write_cached_clip
 
     cfg = FaceConfig()
     video = tmp_path / "clip.mp4"
@@ -345,11 +346,11 @@ def test_shared_face_crops_of_a_replaced_video_are_not_reused(tmp_path):
     clip = FaceClip(crops=np.zeros((k, cfg.size, cfg.size, 3), np.uint8), frame_index=np.arange(k),
                     total_frames=10, fps=25.0, source="video", boxes=np.zeros((k, 4), np.int64),
                     roll_deg=np.zeros(k, np.float32), frames_tried=10)
-    path = tmp_path / "faces" / "clip.npz"
-    write_cached_clip(path, clip, str(video))
-    assert read_cached_clip(path, cfg, str(video)) is not None
+    entry = face_entry(tmp_path / "faces" / "0123abcd", cfg)
+    write_cached_clip(entry, "clip", clip, str(video))
+    assert read_cached_clip(entry, "clip", cfg, str(video)) is not None
     video.write_bytes(b"b" * 5000)                      # same size, other video
-    assert read_cached_clip(path, cfg, str(video)) is None
+    assert read_cached_clip(entry, "clip", cfg, str(video)) is None
 
 
 def test_a_verified_generation_is_stamped_and_any_later_write_is_still_caught(tmp_path, monkeypatch):
@@ -375,7 +376,7 @@ def test_a_run_redoes_a_corrupt_row_and_a_changed_transcript_before_training(tmp
     from omegaconf import OmegaConf
 
     from mer.features import Stream
-    from mer.pipeline import _load_streams
+    from mer.features import _load_streams
 
     ext, samples, entry, ref, gen = _consolidated(tmp_path)
     raw = bytearray((gen / "features.npy").read_bytes())

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from feature_extractors.audio.io import load_audio
-from mer.data import demo_media
+from mer import demo
 from mer.data.corrupt import (CorruptionSettings, NoiseSource, corrupt_manifest, draw_levels, mix_at_snr,
                               parse_condition, pyramid_blur)
 from mer.data.recipes import prepare
@@ -22,10 +22,10 @@ SR = 16000
 
 def _clip(rng, seconds=1.0, size=64):
     """Frames with texture (so blur shows) and a wordless voice, as the demo renders them."""
-    n = int(seconds * demo_media.FPS)
+    n = int(seconds * demo.FPS)
     base = rng.integers(0, 255, (size // 4, size // 4, 3)).astype(np.uint8)
     frames = np.stack([np.kron(np.roll(base, i, axis=1), np.ones((4, 4, 1), np.uint8)) for i in range(n)])
-    voice = demo_media.synth_voice("happy", 0.8, demo_media.draw_speaker(rng), seconds, rng)
+    voice = demo.synth_voice("happy", 0.8, demo.draw_speaker(rng), seconds, rng)
     return frames, voice
 
 
@@ -40,7 +40,7 @@ def write_release(root, n_train=6, n_test=3, wav_sample=True):
         names[split] = [f"sample_{split}_{i:02d}" for i in range(n)]
         for name in names[split]:
             frames, voice = _clip(rng)
-            demo_media.write_mp4(root / split / f"{name}.mp4", frames, voice)
+            demo.write_mp4(root / split / f"{name}.mp4", frames, voice)
     if wav_sample:
         import soundfile as sf
 
@@ -75,6 +75,17 @@ def _packets(path, kind):
 
 def _files(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _visible_files(root):
+    """Every file but the hidden lock and file-fingerprint stamps of the copy's records."""
+    return {k: v for k, v in _files(root).items() if not os.path.basename(k).startswith(".")}
+
+
+def _copy_files(root):
+    """The copy as a dataset: every file but its records (meta.json with its creation time,
+    corruption.jsonl in the order clips finished, hidden locks and stamps)."""
+    return {k: v for k, v in _visible_files(root).items() if k not in ("meta.json", "corruption.jsonl")}
 
 
 # --- conditions and signal operations ----------------------------------------------------------
@@ -144,7 +155,7 @@ def test_same_seed_gives_byte_identical_copies_with_recorded_draws(release, tmp_
     a, copy_a = corrupt_manifest(manifest, "mixed", CorruptionSettings(), tmp_path / "a", workers=0,
                                  progress=False)
     b, _ = corrupt_manifest(manifest, "mixed", CorruptionSettings(), tmp_path / "b", workers=2, progress=False)
-    files_a, files_b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    files_a, files_b = _copy_files(tmp_path / "a"), _copy_files(tmp_path / "b")
     assert files_a.keys() == files_b.keys()
     media = [k for k in files_a if k.endswith((".mp4", ".wav"))]
     assert len(media) == 10                                       # 9 videos + the wav
@@ -249,9 +260,9 @@ def test_cli_writes_a_noisy_release_that_reads_like_the_original(release, tmp_pa
     assert {"train-label.csv", "test1-names.csv", "transcription-engchi-polish.csv", "train-corruption.csv",
             "test1-corruption.csv", "corruption.json"} <= {p.name for p in out.iterdir()}
     # the same command again changes nothing (every clip is done)
-    before = _files(out)
+    before = _visible_files(out)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and _files(out) == before
+    assert proc.returncode == 0 and _visible_files(out) == before
 
 
 def test_split_table_keeps_clips_of_earlier_calls(release, tmp_path):
@@ -270,7 +281,7 @@ def test_an_avi_stays_an_avi(tmp_path):
     src = tmp_path / "rel" / "train" / "clip.avi"
     src.parent.mkdir(parents=True)
     with av.open(str(src), "w", format="avi") as out:
-        v = out.add_stream("mpeg4", rate=demo_media.FPS)
+        v = out.add_stream("mpeg4", rate=demo.FPS)
         v.width = v.height = 64
         v.pix_fmt = "yuv420p"
         a = out.add_stream("aac", rate=SR, layout="mono")
@@ -286,7 +297,8 @@ def test_an_avi_stays_an_avi(tmp_path):
         out.mux(a.encode())
     import soundfile as sf
 
-    from mer.data.manifest import LabelSpec, Manifest, Sample
+    from mer.core.samples import LabelSpec, Sample
+    from mer.data.manifest import Manifest
 
     (tmp_path / "speech").mkdir()
     sf.write(tmp_path / "speech" / "talk.wav", 0.1 * rng.standard_normal(SR), SR)

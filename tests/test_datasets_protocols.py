@@ -13,11 +13,12 @@ from sklearn.metrics import accuracy_score, f1_score
 from conftest import REPO
 from mer.data.prepare_merbench import DATASET_KINDS, IEMOCAP4_CLASSES, IEMOCAP6_CLASSES, iemocap_session
 from mer.data.recipes import prepare
-from mer.errors import UserError
+from mer.core.errors import UserError
 from mer.evaluation.metrics import (binary_sentiment, mae, multiclass_sentiment_accuracy, pearson,
                                     sentiment_metrics)
 from mer.evaluation.scoring import score_for_selection
-from mer.pipeline import default_out_dir, run
+from mer.runs import default_out_dir
+from mer.pipeline import run
 from mer.training.folds import check_protocol, make_folds, valence_strata
 
 POS, NEG = "great wonderful loved it", "terrible awful hated it"
@@ -40,7 +41,7 @@ def write_csv(path: Path, header, rows) -> Path:
 
 
 def cfg_for(tmp_path, *overrides):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.cache_dir={tmp_path / 'cache'}",
                                             f"paths.runs_dir={tmp_path / 'runs'}", "progress=false",
                                             "tracking=none", "features/text=tfidf", "features/audio=none",
@@ -323,7 +324,7 @@ def test_a_group_protocol_with_one_group_fails_before_extraction(tmp_path):
 def test_run_folders_are_named_by_the_dataset(tmp_path):
     root = tmp_path / "cmumosi-process"
     root.mkdir()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         for overrides, name in ((["data=generic", f"data.root={root}"], "cmumosi-process"),
                                 (["data=merbench", f"data.root={root}", "data.dataset=mosi-v2"], "mosi-v2"),
                                 (["data=mosi", f"data.root={root}"], "mosi"),

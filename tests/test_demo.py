@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mer.data import demo, demo_media
-from mer.data.manifest import MER_CLASSES
+from mer import demo
+from mer.core.samples import MER_CLASSES
+from mer.data.corrupt import mix_at_snr
 
 N_TRAIN, N_PER_TEST = 24, 4
 
@@ -87,7 +88,7 @@ def test_every_mp4_has_one_h264_video_and_one_aac_audio_stream(corpus):
             kinds = sorted((s.type, s.codec_context.name) for s in c.streams)
             assert kinds == [("audio", "aac"), ("video", "h264")], path
             video = c.streams.video[0]
-            assert (video.codec_context.width, video.codec_context.height) == (demo_media.FRAME_SIZE,) * 2
+            assert (video.codec_context.width, video.codec_context.height) == (demo.FRAME_SIZE,) * 2
             assert 1.9 <= float(video.frames / video.average_rate) <= 3.1, path
 
 
@@ -141,7 +142,7 @@ def test_different_seed_differs(corpus, tmp_path):
 
 
 def test_second_call_returns_existing_root_without_work(corpus, monkeypatch):
-    monkeypatch.setattr(demo, "_generate", lambda *a, **k: pytest.fail("regenerated a complete corpus"))
+    monkeypatch.setattr("mer.demo.corpus._generate", lambda *a, **k: pytest.fail("regenerated a complete corpus"))
     start = time.perf_counter()
     assert demo.demo_corpus(corpus.parents[1], seed=0, n_train=N_TRAIN, n_per_test=N_PER_TEST) == corpus
     assert time.perf_counter() - start < 0.5
@@ -172,7 +173,7 @@ def test_crash_during_generation_leaves_no_corpus_and_resumes(tmp_path, monkeypa
             raise RuntimeError("disk full")
         return real_render(plan, out_dir)
 
-    monkeypatch.setattr(demo, "render_clip", flaky)
+    monkeypatch.setattr("mer.demo.corpus.render_clip", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         demo.demo_corpus(tmp_path, seed=4, n_train=6, n_per_test=1, progress=False, workers=1)
     root = demo.corpus_root(tmp_path, seed=4, n_train=6, n_per_test=1)
@@ -193,8 +194,8 @@ def test_folder_without_marker_is_refused(tmp_path):
 
 
 def test_expressions_differ_at_peak_and_agree_at_rest():
-    rest = {c: demo_media.render_face(c, 0.0) for c in MER_CLASSES}
-    peak = {c: demo_media.render_face(c, 1.0).astype(np.int16) for c in MER_CLASSES}
+    rest = {c: demo.render_face(c, 0.0) for c in MER_CLASSES}
+    peak = {c: demo.render_face(c, 1.0).astype(np.int16) for c in MER_CLASSES}
     for c in MER_CLASSES:
         np.testing.assert_array_equal(rest[c], rest["neutral"])
         if c != "neutral":
@@ -202,13 +203,13 @@ def test_expressions_differ_at_peak_and_agree_at_rest():
 
 
 def test_prosody_separates_arousal_for_one_speaker():
-    speaker = demo_media.Speaker(f0_hz=120.0, formant_scale=1.0, rate_scale=1.0, breathiness=0.02,
+    speaker = demo.Speaker(f0_hz=120.0, formant_scale=1.0, rate_scale=1.0, breathiness=0.02,
                                  gain_db=0.0, room_snr_db=35.0)
 
     def voice(cls):
-        y = demo_media.synth_voice(cls, 1.0, speaker, 2.5, np.random.default_rng(0)).astype(np.float64)
+        y = demo.synth_voice(cls, 1.0, speaker, 2.5, np.random.default_rng(0)).astype(np.float64)
         spectrum = np.abs(np.fft.rfft(y)) ** 2
-        pitch = np.fft.rfftfreq(y.size, 1 / demo_media.SAMPLE_RATE_HZ)
+        pitch = np.fft.rfftfreq(y.size, 1 / demo.SAMPLE_RATE_HZ)
         return np.sqrt(np.mean(y**2)), (pitch * spectrum).sum() / spectrum.sum()
 
     (rms_angry, centroid_angry), (rms_sad, centroid_sad) = voice("angry"), voice("sad")
@@ -221,8 +222,8 @@ def test_mix_at_snr_scales_noise_and_never_clips():
     rng = np.random.default_rng(0)
     clean = (0.1 * rng.standard_normal(16000)).astype(np.float32)
     noise = rng.standard_normal(16000)
-    mixed = demo_media.mix_at_snr(clean, noise, 5)
+    mixed = mix_at_snr(clean, noise, 5)
     residual = mixed - clean
     assert 10 * np.log10(np.mean(clean**2) / np.mean(residual**2)) == pytest.approx(5.0, abs=0.01)
-    loud = demo_media.mix_at_snr(np.full(100, 0.9, np.float32), np.ones(100), 0)
+    loud = mix_at_snr(np.full(100, 0.9, np.float32), np.ones(100), 0)
     assert np.abs(loud).max() <= 1.0

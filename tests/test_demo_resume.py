@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mer.data import demo
+from mer import demo
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = dict(seed=7, n_train=12, n_per_test=2)          # 18 clips, a few seconds
@@ -44,7 +44,7 @@ def test_killed_generation_resumes_to_the_same_bytes(tmp_path):
     cache = tmp_path / "resumed"
     root = demo.corpus_root(cache, **SIZE)
     partial = demo.partial_dir(root)
-    code = ("import sys; from mer.data import demo; "
+    code = ("import sys; from mer import demo; "
             f"demo.demo_corpus(sys.argv[1], **{SIZE!r}, progress=False, workers=1)")
     child = subprocess.Popen([sys.executable, "-c", code, str(cache)], cwd=REPO,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -85,10 +85,10 @@ def test_clip_that_differs_from_its_record_is_rendered_again(tmp_path, monkeypat
         calls.append(plan.name)
         return real_render(plan, out_dir)
 
-    monkeypatch.setattr(demo, "render_clip", stop_after_four)
+    monkeypatch.setattr("mer.demo.corpus.render_clip", stop_after_four)
     with pytest.raises(KeyboardInterrupt):
         demo.demo_corpus(tmp_path, **size, progress=False, workers=1)
-    monkeypatch.setattr(demo, "render_clip", real_render)
+    monkeypatch.setattr("mer.demo.corpus.render_clip", real_render)
     partial = demo.partial_dir(root)
     clips = sorted(partial.glob("*/*.mp4"))
     assert len(clips) == 4

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from feature_extractors.audio.io import MediaError, media_path
-from feature_extractors.base import ExtractionFailure, build_extractor
+from mer.core.failures import MediaError
+from feature_extractors.audio.io import media_path
+from mer.core.failures import ExtractionFailure
+from feature_extractors.base import build_extractor
 from mer.data.recipe_io import external_target, refuse_external_links
 from mer.data.recipes import prepare
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 SR = 16000
 
@@ -94,11 +96,11 @@ def test_run_config_sets_the_option_for_any_layout(dataset, tmp_path, allow):
     from hydra import compose, initialize_config_dir
 
     from mer.config_check import check_config
-    from mer.pipeline import load_manifest
+    from mer.datasets import load_manifest
 
     root, _ = dataset
     repo = Path(__file__).resolve().parents[1]
-    with initialize_config_dir(str(repo / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(repo / "mer" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["data=generic", f"data.root={root}", "tracking=none",
                                            f"paths.cache_dir={tmp_path / 'cache'}",
                                            f"data.options.allow_external_links={str(allow).lower()}"])

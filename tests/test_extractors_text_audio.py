@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from feature_extractors.audio.io import MediaError, load_audio
+from mer.core.failures import MediaError
+from feature_extractors.audio.io import load_audio
 from feature_extractors.audio.prosody import LibrosaProsody
-from feature_extractors.base import ExtractionFailure, load_extractors
+from mer.core.failures import ExtractionFailure
+from feature_extractors.base import EXTRACTORS
 from feature_extractors.text.minilm import MiniLM
 from feature_extractors.text.tfidf import TfidfText
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -347,5 +349,5 @@ def test_tfidf_on_real_mer2023_chinese_transcripts():
 
 
 def test_extractors_are_registered():
-    names = load_extractors().names()
+    names = EXTRACTORS.names()
     assert {"librosa_prosody", "minilm", "tfidf"} <= set(names)

@@ -6,7 +6,6 @@ Videos are written here with PyAV from ``skimage.data.astronaut()``, whose eyes 
 """
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -21,7 +20,7 @@ av = pytest.importorskip("av")
 cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
-from feature_extractors.audio.io import MediaError  # noqa: E402
+from mer.core.failures import MediaError  # noqa: E402
 from feature_extractors.base import ExtractContext  # noqa: E402
 from feature_extractors.visual import faces  # noqa: E402
 from feature_extractors.visual.faces import (FACE_DETECTORS, Detections, FaceConfig,  # noqa: E402
@@ -31,8 +30,8 @@ from feature_extractors.visual.faces import (FACE_DETECTORS, Detections, FaceCon
                                              load_face_clip, make_detector, validate_face_config,
                                              yunet_rows_to_detections)
 from feature_extractors.visual.video import uniform_indices  # noqa: E402
-from mer.data.manifest import Sample  # noqa: E402
-from mer.registry import UnknownNameError  # noqa: E402
+from mer.core.samples import Sample  # noqa: E402
+from mer.core.registry import UnknownNameError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EYES = np.array([[203.0, 101.0], [246.0, 102.5]])      # in skimage.data.astronaut()
@@ -293,7 +292,7 @@ def test_the_cache_hash_covers_every_field_and_the_version(monkeypatch):
     assert len(hashes) == len(changed) and face_config_hash(base) not in hashes
     assert set(changed) | {"detector_weights"} == {f for f in FaceConfig.__dataclass_fields__}
     original = face_config_hash(base)
-    monkeypatch.setattr(faces, "FACE_PIPELINE_VERSION", "test-only")
+    monkeypatch.setattr(faces.config, "FACE_PIPELINE_VERSION", "test-only")
     assert face_config_hash(base) != original
 
 
@@ -332,9 +331,10 @@ def test_no_face_is_cached_as_a_marker(media, tmp_path):
     sample = Sample("wall", "train", video_path=str(media["wall"]))
     with pytest.raises(MediaError) as first:
         load_face_clip(sample, COUNTING, ctx)
-    marker = face_cache_path(ctx, COUNTING, "wall").with_name("wall.fail.json")
-    info = json.loads(marker.read_text())
-    assert info["reason"] == "no_face" and "0 of 6 frames of wall" in info["message"]
+    entry = faces.face_entry(face_cache_path(ctx, COUNTING, "wall").parent, COUNTING)
+    reason, message = entry.read("wall").failure
+    assert reason == "no_face" and "0 of 6 frames of wall" in message
+    assert not face_cache_path(ctx, COUNTING, "wall").exists()       # a record, no file
     before = counting_calls()
     with pytest.raises(MediaError) as second:
         load_face_clip(sample, COUNTING, ctx)
@@ -437,7 +437,9 @@ def test_two_processes_writing_the_same_clip_at_once(media, tmp_path):
     assert [int(r[0]) for r in results] == [30, 30]             # both detected: a real race
     cfg = FaceConfig(detector="counting_haar", max_frames=0)
     path = face_cache_path(ExtractContext(cache_root=str(tmp_path / "cache"), dataset="demo"), cfg, "shared")
-    assert sorted(p.name for p in path.parent.iterdir()) == ["shared.npz"]   # no temp file left
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(".")) \
+        == ["meta.json", "records.jsonl", "shared.npz"]                        # no temp file left
+    assert not list(path.parent.glob(".*.tmp"))
     with np.load(path) as data:
         assert int(data["crops"].sum()) == int(results[0][2])
 

@@ -11,11 +11,12 @@ from hydra import compose, initialize_config_dir
 from conftest import REPO
 from mer.data.bundle import FeatureBundle, ModalityFeatures
 from mer.data.manifest import read_frame_labels
-from mer.data.sequences import pad_sequences, window_bundle, window_frame_targets
+from mer.data.frames import pad_sequences
+from mer.data.sequences import window_bundle, window_frame_targets
 from mer.evaluation.metrics import ccc
 from mer.evaluation.scoring import score_targets
 from mer.pipeline import run
-from mer.tracks.base import SupervisedStrategy
+from mer.tracks.supervised import SupervisedStrategy
 from mer.training.data import Split, concat_splits
 from mer.training.estimator import FusionEstimator
 from mer.training.losses import ccc_loss
@@ -166,7 +167,7 @@ def test_abaw_style_dataset_through_the_generic_manifest(tmp_path):
         w = csv.writer(f)
         w.writerow(["name", "split", "text", "frame_labels", "arousal"])
         w.writerows(rows)
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[
             f"paths.cache_dir={tmp_path / 'cache'}", f"paths.runs_dir={tmp_path / 'runs'}", "progress=false",
             "tracking=none", "data=generic", f"data.root={root}", "+data.options.classes=[calm,excited,gloomy]",
@@ -184,10 +185,12 @@ def test_abaw_style_dataset_through_the_generic_manifest(tmp_path):
 
 
 def test_window_setting_reaches_the_estimator():
-    from mer.data.manifest import LabelSpec, Manifest
-    from mer.pipeline import make_estimator, resolve_metric
+    from mer.core.samples import LabelSpec
+    from mer.data.manifest import Manifest
+    from mer.tracks.supervised import make_estimator
+    from mer.tracks.data import resolve_metric
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["fusion=gru", "sequence.window.size=1000", "sequence.window.hop=200"])
     spec = LabelSpec(("a", "b"), has_valence=False, has_frame_labels=True)
     manifest = Manifest("x", spec, [])

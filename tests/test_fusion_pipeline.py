@@ -5,9 +5,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO
-from fusion.base import load_fusion_models
+from fusion.base import FUSION
 from mer.data.bundle import FeatureBundle, ModalityFeatures
-from mer.data.sequences import pad_sequences
+from mer.data.frames import pad_sequences
 from mer.pipeline import run
 from mer.training.data import Split, concat_splits
 from mer.training.estimator import FusionEstimator
@@ -25,7 +25,7 @@ def base(tmp_path_factory):
 
 
 def _cfg(base, overrides=()):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.cache_dir={base / 'cache'}",
                                             f"paths.runs_dir={base / 'runs'}", *TINY, *overrides])
 
@@ -74,7 +74,7 @@ def test_estimator_gives_each_model_its_level():
                                rtol=1e-6)
     seq = FusionEstimator("lstm", {}, num_classes=3, has_valence=False)._level_split(split).X
     assert seq.modalities["audio"].lengths.tolist() == [1] * 40
-    assert all(FusionEstimator(n).fit for n in load_fusion_models().names())
+    assert all(FusionEstimator(n).fit for n in FUSION.names())
 
 
 @pytest.mark.parametrize("name", ["lstm", "tcn", "mult", "lmf"])

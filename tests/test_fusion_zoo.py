@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusion.base import FUSION, build_fusion, load_fusion_models
+from fusion.base import FUSION, build_fusion
 
 DIMS = {"audio": 5, "text": 7, "visual": 3}
 UTTERANCE = ["attention", "mlp", "tfn", "lmf", "lf_dnn"]
@@ -31,7 +31,7 @@ def seq_batch(B=5, T=None, lengths=None, seed=0):
 
 
 def test_every_model_is_registered_and_declares_its_level():
-    names = load_fusion_models().names()
+    names = FUSION.names()
     assert set(UTTERANCE + FRAME) <= set(names)
     for n in UTTERANCE:
         assert FUSION.get(n).input_level == "utterance", n

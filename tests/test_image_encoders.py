@@ -17,11 +17,12 @@ av = pytest.importorskip("av")
 cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
-from feature_extractors.base import EXTRACTORS, ExtractContext, ExtractionFailure, load_extractors  # noqa: E402
+from feature_extractors.base import EXTRACTORS, ExtractContext
+from mer.core.failures import ExtractionFailure  # noqa: E402
 from feature_extractors.visual.faces import FaceConfig, load_face_clip  # noqa: E402
 from feature_extractors.visual.image_encoders import (HFImageEncoder, HFVideoEncoder,  # noqa: E402
                                                       ImagePreprocess, spread_indices)
-from mer.data.manifest import Sample  # noqa: E402
+from mer.core.samples import Sample  # noqa: E402
 
 torch.set_num_threads(1)
 transformers.utils.logging.set_verbosity_error()
@@ -122,7 +123,6 @@ def test_spread_indices_repeat_frames_only_when_short():
 
 # --- hf_image -------------------------------------------------------------------------------------
 def test_hf_image_is_registered_and_cheap(folders):
-    load_extractors()
     ext = EXTRACTORS.get("hf_image")(model_path=folders["clip"])
     assert (ext.modality, ext.level, ext._model) == ("visual", "utterance", None)
     key = ext.identity()

@@ -6,7 +6,7 @@ import torch
 from sklearn.linear_model import LogisticRegression, RidgeCV
 
 from mer.data.bundle import FeatureBundle, ModalityFeatures
-from mer.errors import UserError
+from mer.core.errors import UserError
 from mer.training.convex import _logistic, ridge_loo
 from mer.training.cv import run_seeds
 from mer.training.data import Split

@@ -21,8 +21,8 @@ import torch
 from feature_extractors.checkpoints import load_torch_checkpoint, unwrap_state_dict
 from feature_extractors.visual.lgi_former import (IMAGENET_MEAN, IMAGENET_STD, LGIFormer, LGIFormerConfig,
                                                   MAEDFERPretrain, MODELS, checkpoint_filter_fn, count_parameters,
-                                                  create_model, infer_config, load_mae_dfer, sincos_table)
-from mer.pretraining.mae_dfer import TubeWindowMaskGenerator, reconstruction_loss, reconstruction_targets
+                                                  TubeWindowMaskGenerator, create_model, infer_config, load_mae_dfer,
+                                                  reconstruction_loss, reconstruction_targets, sincos_table)
 
 from tests.conftest import golden_dir, needs_golden
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, build_extractor, load_extractors
+from feature_extractors.base import EXTRACTORS, build_extractor
+from mer.core.failures import ExtractionFailure
 from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
 from feature_extractors.visual.mae_dfer import (MAEDFERExtractor, nearest_available, official_view_indices,
                                                window_indices)
 from feature_extractors.weights import WEIGHT_TAGS, resolve_weights
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 from tests.conftest import golden_dir, needs_golden
 
@@ -52,7 +53,7 @@ def face_track(tmp_path: Path, name: str, frames: int, size: int = 112) -> Sampl
 
 def test_registered_and_cheap_to_build(monkeypatch, tmp_path):
     monkeypatch.setenv("MER_WEIGHTS_DIR", str(tmp_path))
-    assert load_extractors().get("mae_dfer") is MAEDFERExtractor
+    assert EXTRACTORS.get("mae_dfer") is MAEDFERExtractor
     ex = build_extractor("mae_dfer", {"face": {"max_frames": 32}, "feature": "org"})
     assert ex.config.face.max_frames == 32 and ex.config.face.size == 160     # a mapping becomes a FaceConfig
     assert ex._model is None

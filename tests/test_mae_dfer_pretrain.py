@@ -16,12 +16,12 @@ import torch
 from feature_extractors.checkpoints import load_torch_checkpoint
 from feature_extractors.visual.lgi_former import MAEDFERPretrain, create_model, load_mae_dfer
 from feature_extractors.visual.mae_dfer import MAEDFERExtractor
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 from mer.pretraining.clips import (MULTISCALE, ClipSampling, FrameSource, FrameStore, PretrainClips,
                                    multiscale_crop_box, train_clip_indices)
-from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
-from mer.pretraining.mae_dfer import (TubeWindowMaskGenerator, cosine_schedule, param_groups, reconstruction_images,
-                                      reconstruction_targets)
+from feature_extractors.visual.lgi_former import (IMAGENET_MEAN, IMAGENET_STD, TubeWindowMaskGenerator,
+                                                  reconstruction_targets)
+from mer.pretraining.mae_dfer import cosine_schedule, param_groups, reconstruction_images
 from mer.pretraining.train import PretrainSettings, latest_checkpoint, pretrain, resume_point
 
 # The released run's log (saved/.../log_50_epochs.txt): the epoch mean of the learning rate.
@@ -224,7 +224,7 @@ def test_python_m_mer_pretrain_on_the_demo_corpus_lowers_the_loss_and_reloads(tm
 
     from mer.pretrain import run
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[1] / "mer" / "conf"
     runs = tmp_path / "runs"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("pretrain", overrides=[

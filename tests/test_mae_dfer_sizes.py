@@ -15,8 +15,8 @@ import torch
 
 from bench.maedfer_reference import ReferenceLGIFormer
 from feature_extractors.checkpoints import load_torch_checkpoint
-from feature_extractors.visual.lgi_former import create_model, load_mae_dfer, save_mae_dfer
-from mer.pretraining.mae_dfer import TubeWindowMaskGenerator, reconstruction_loss, reconstruction_targets
+from feature_extractors.visual.lgi_former import (TubeWindowMaskGenerator, create_model, load_mae_dfer,
+                                                  reconstruction_loss, reconstruction_targets, save_mae_dfer)
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
@@ -143,7 +143,7 @@ def test_checkpoints_of_other_sizes_load_with_their_sizes_from_args_or_arguments
 def test_mlp_ratios_that_float_rounding_would_break_are_rebuilt_exactly():
     """The official MLP has int(dim * mlp_ratio) hidden units; hidden / dim does not always give
     them back (int(11 * (15 / 11)) == 14), so the ratio is nudged until it does."""
-    from feature_extractors.visual.lgi_former import _mlp_ratio
+    from feature_extractors.visual.lgi_former.checkpoints import _mlp_ratio
 
     assert int(11 * (15 / 11)) == 14
     assert int(11 * _mlp_ratio(15, 11, None)) == 15

@@ -8,7 +8,7 @@ import pytest
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, f1_score, mean_squared_error
 
-from mer.data.manifest import MER_CLASSES
+from mer.core.samples import MER_CLASSES
 from mer.evaluation.metrics import (
     TRACK_METRICS, accuracy, combined, emotion_metrics, macro_f1, mse, per_class_scores,
     primary_metric, weighted_f1,

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 
 from conftest import REPO
 from mer.data.bundle import FeatureBundle, ModalityFeatures
-from mer.errors import UserError
-from mer.no_input import NoInput, drop_no_input, no_input_mask, no_input_names
+from mer.core.errors import UserError
+from mer.training.no_input import NoInput, drop_no_input, no_input_mask, no_input_names
 from mer.pipeline import run
 from mer.training.cv import Predictions
 from mer.training.data import Split
@@ -86,7 +86,7 @@ def no_input_run(tmp_path_factory):
         w = csv.writer(f)
         w.writerow(["name", "split", "text", "discrete"])
         w.writerows(rows)
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[
             "data=generic", f"data.root={root}", f"paths.cache_dir={tmp / 'cache'}", f"paths.runs_dir={tmp / 'runs'}",
             "progress=false", "tracking=none", "features/text=tfidf", "features/audio=none",

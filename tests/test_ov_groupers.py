@@ -6,7 +6,7 @@ from mer.ov.groupers import GROUPERS, LLMGrouper, OfflineGrouper, OfficialCacheG
 from mer.ov.io import read_openset_csv
 from mer.ov.lexicon import lemmatize
 from mer.ov.metric import mer2024_ov_score
-from mer.registry import UnknownNameError
+from mer.core.registry import UnknownNameError
 from conftest import ChatHandler
 from tests.conftest import shared_data
 

@@ -25,7 +25,7 @@ def _untracked():
 
 
 def _cfg(base, overrides=()):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.cache_dir={base / 'cache'}",
                                             f"paths.runs_dir={base / 'runs'}", *SMALL, *overrides])
 

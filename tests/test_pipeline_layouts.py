@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO
-from mer.data.manifest import MER_CLASSES
+from mer.core.samples import MER_CLASSES
 from mer.pipeline import run
 from submissions.validate import validate_submission
 
@@ -27,7 +27,7 @@ def _write(path, header, rows):
 
 
 def _cfg(tmp_path, overrides):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.cache_dir={tmp_path / 'cache'}",
                                             f"paths.runs_dir={tmp_path / 'runs'}", "progress=false",
                                             "tracking=none", "features/text=tfidf", "train.epochs=3",

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def _cfg(tmp_path, overrides):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.cache_dir={tmp_path / 'cache'}",
                                             f"paths.runs_dir={tmp_path / 'runs'}",
                                             "progress=false", *overrides])

@@ -148,17 +148,29 @@ def test_arnet_raises_contains_truth_and_records_diagnostics(digits):
     assert len(kept.train_rows_) == len(Xtr) - round(0.1 * len(Xtr))
 
 
-def test_cli_runs_one_setting(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "mer.pll", "dataset=digits", "q=0.3", "eta=0.2",
-                          "seed=5", "learner=proden", "refine=arnet", "compare=false",
-                          "epochs=12", "correct_start=6", f"json={tmp_path / 'r.json'}"],
+def test_mer_pll_is_the_pll_track_of_mer_run_with_its_defaults():
+    import yaml
+
+    out = subprocess.run([sys.executable, "-m", "mer.pll", "track.q=0.5", "--cfg", "job"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "proden" in out.stdout and "arnet" in out.stdout and "contains truth" in out.stdout
+    track = yaml.safe_load(out.stdout)["track"]
+    assert track["name"] == "pll" and track["strategy"] == "partial_label"
+    assert track["q"] == 0.5 and track["eta"] == 0.3          # the override, and the track's own default
+    bad = subprocess.run([sys.executable, "-m", "mer.pll", "learner=foo"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "learner" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_learner_benchmark_runs_one_setting(tmp_path, capsys):
+    from bench.pll import main as bench_pll
+
+    bench_pll(["--datasets", "digits", "--qs", "0.3", "--etas", "0.2", "--seeds", "5", "--epochs", "12",
+               "--json", str(tmp_path / "r.json")])
+    printed = capsys.readouterr().out
+    assert "digits: 1797 samples" in printed and "contains truth" in printed
     import json
 
     r = json.loads((tmp_path / "r.json").read_text())[0]
     assert r["seed"] == 5 and r["truth_after"] >= r["truth_before"]
-    bad = subprocess.run([sys.executable, "-m", "mer.pll", "learner=foo"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "learner=foo" in bad.stderr
+    assert set(r["accuracy"]) == {"cc", "proden", "pico", "arnet"}

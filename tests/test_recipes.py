@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from numpy.lib import format as npy_format
 
-from mer.data.manifest import MELD_CLASSES, MER_CLASSES, Manifest
-from mer.data.recipes import load_recipes, prepare
+from mer.core.samples import MELD_CLASSES, MER_CLASSES
+from mer.data.manifest import Manifest
+from mer.data.recipes import RECIPES, prepare
 from mer.data.safe_pickle import UnsafePickleError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -52,7 +53,7 @@ def by_split(manifest: Manifest) -> dict[str, tuple[int, int]]:
 
 
 def test_every_layout_is_registered():
-    assert {"mer2023", "merbench", "meld", "mer2024", "mer2025", "generic"} <= set(load_recipes().names())
+    assert {"mer2023", "merbench", "meld", "mer2024", "mer2025", "generic"} <= set(RECIPES.names())
 
 
 # --- mer2023 -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mer.redact import MASK, mask_secrets
+from mer.core.redact import MASK, mask_secrets
 
 REPO = Path(__file__).resolve().parents[1]
 STORAGE = "postgresql://optuna_user:s3cr3t-pw@127.0.0.1:9/optuna"
@@ -66,7 +66,7 @@ def test_whatever_a_command_prints_is_masked(tmp_path):
     script = tmp_path / "cli.py"
     script.write_text(
         "import logging\n"
-        "from mer.errors import run_cli\n"
+        "from mer.core.errors import run_cli\n"
         f"URL = {STORAGE!r}\n"
         "def main():\n"
         "    logging.basicConfig()\n"

@@ -47,7 +47,7 @@ def _record(fusion, scores, seeds=(0, 1)):
 
 
 def test_single_modality_rows_say_dash_for_fusion_as_the_run_table_does():
-    from mer.pipeline import results_row
+    from mer.tracks.outputs import results_row
 
     recs = [_record("attention", {("text",): 0.4, ("audio",): 0.2, ("audio", "text"): 0.5}),
             _record("mlp", {("text",): 0.6, ("audio",): 0.2, ("audio", "text"): 0.7})]
@@ -143,7 +143,7 @@ def test_top_n_command_runs_each_feature_once(multirun, tmp_path):
 
     main([str(sweep), "--out", str(tmp_path / "r"), "--top-n", "2", "--modalities", "text,audio"])
     overrides = (tmp_path / "r" / "top_n_command.txt").read_text().split()[3:]
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[*overrides, *SMALL, f"paths.runs_dir={tmp}", "tracking=none",
                                            "ablate_modalities=false"])
     res = run(cfg, out_dir=tmp_path / "topn")

@@ -10,7 +10,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
-from mer.data.manifest import MER_CLASSES
+from mer.core.samples import MER_CLASSES
 from mer.evaluation.metrics import weighted_f1
 from mer.evaluation.reports import (
     WEIGHTED_AVG_ROW, confusion_matrix, per_class_table, plot_confusion_matrix, results_table,

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mer.data.bundle import FeatureBundle, ModalityFeatures
-from mer.data.sequences import (align_lengths, cut_span, masked_mean, merge_windows, pad_sequences, resample,
-                                split_windows, window_spans, window_starts)
+from mer.data.frames import align_lengths, masked_mean, pad_sequences, resample
+from mer.data.sequences import cut_span, merge_windows, split_windows, window_spans, window_starts
 from mer.evaluation.metrics import abaw_expr_score, abaw_va_score, ccc, ccc_per_sequence
 from mer.training.losses import ccc_loss, ccc_torch
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer.data.manifest import MER_CLASSES
+from mer.core.samples import MER_CLASSES
 from mer.evaluation.metrics import TRACK_METRICS
 from submissions.schema import SUBMISSION_SCHEMAS, SubmissionSchema, get_schema
 from submissions.validate import PROBLEM_KINDS, read_names, validate_submission

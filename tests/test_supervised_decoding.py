@@ -13,7 +13,7 @@ import pytest
 from mer.cache.fill import TooManyFailures, fill_entry
 from mer.cache.store import FeatureStore
 from mer.cache.workers import DecodePool
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 from tests.conftest import REPO
 from tests.fault_extractors import Misbehaving
 

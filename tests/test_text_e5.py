@@ -10,7 +10,7 @@ import pytest
 
 from feature_extractors.base import build_extractor
 from feature_extractors.text.e5 import MultilingualE5
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 REPO = Path(__file__).resolve().parents[1]
 ZH = {"angry1": "你怎么能这样对我，我真的气死了！", "angry2": "这件事让我非常愤怒。",
@@ -105,7 +105,7 @@ def test_cache_identity(e5):
 def _compose(*overrides):
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
@@ -129,5 +129,5 @@ def test_english_minilm_and_other_roots_stay_available():
     from hydra import compose, initialize_config_dir
 
     for root in ("corrupt", "pretrain", "tune"):    # roots whose data groups pick a text encoder too
-        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
             assert compose(root, overrides=["data=mer2023"]).data.language == "chinese"

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from feature_extractors.base import ExtractionFailure, load_extractors
+from mer.core.failures import ExtractionFailure
+from feature_extractors.base import EXTRACTORS
 from feature_extractors.text.hf_text import HFText
 from feature_extractors.text.minilm import MiniLM
 from feature_extractors.text.sbert import SentenceTransformersText
-from mer.data.manifest import Sample
-from mer.errors import UserError
+from mer.core.samples import Sample
+from mer.core.errors import UserError
 
 torch.set_num_threads(1)
 
@@ -272,9 +273,9 @@ def _recipe(name: str, model_path: str, data: str = "mer2023"):
     from hydra import compose, initialize_config_dir
 
     from feature_extractors.base import build_extractor
-    from mer.pipeline import plain
+    from mer.core.config import plain
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"data={data}", f"features/text={name}",
                                            f"features.text.options.model_path={model_path}"])
     return build_extractor(cfg.features.text.name, plain(cfg.features.text.options))
@@ -369,5 +370,5 @@ def test_sentence_transformers_failures_and_folders(sbert, bert_dir, tmp_path):
 
 
 def test_new_text_extractors_are_registered():
-    names = load_extractors().names()
+    names = EXTRACTORS.names()
     assert {"hf_text", "sentence_transformers", "minilm", "tfidf"} <= set(names)

@@ -13,7 +13,7 @@ from mer.data.bundle import FeatureBundle, ModalityFeatures
 from mer.training.data import Split
 from mer.training.estimator import FusionEstimator
 from mer.tracks.base import build_strategy
-from mer.tracks.noise import curve_conditions
+from mer.tracks.data import curve_conditions
 from submissions.validate import validate_submission
 
 # 24 training clips keep 2 per class: 2 folds. Audio and video are what corruption changes.
@@ -23,7 +23,7 @@ TINY = ["data.demo.n_train=24", "data.demo.n_per_test=4", "train.epochs=3", "tra
 
 
 def _cfg(tmp, overrides=()):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.runs_dir={tmp / 'runs'}", "track=noise", *TINY, *overrides])
 
 
@@ -142,7 +142,7 @@ def test_a_fold_trains_on_the_corrupted_copies_of_its_own_clips_only():
 
 def test_out_of_fold_curve_from_views_of_the_training_split():
     from mer.tracks.base import TrackData
-    from mer.tracks.noise import robustness_curve
+    from mer.tracks.outputs import robustness_curve
 
     rng = np.random.default_rng(0)
     names = [f"c{i}" for i in range(60)]

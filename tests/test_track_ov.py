@@ -14,7 +14,7 @@ from mer.tracks.ov import DEMO_TIERS, demo_ov_gold
 
 
 def _cfg(tmp, overrides=()):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.runs_dir={tmp / 'runs'}", "track=ov", "progress=false",
                                             *overrides])
 

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from mer.data.manifest import MER_CLASSES, Sample
+from mer.core.samples import MER_CLASSES, Sample
 from mer.tracks.pll import make_candidates
 from submissions.validate import validate_submission
 
@@ -49,7 +49,7 @@ def test_pll_track_on_the_demo(tmp_path, monkeypatch):
         return fit(self, X, S, y_true=y_true, eval_set=eval_set)
 
     monkeypatch.setattr(ARNetRefiner, "fit", spy)
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[
             f"paths.runs_dir={tmp_path / 'runs'}", "track=pll", "progress=false", "data.demo.n_train=24",
             "data.demo.n_per_test=4", "train.n_folds=2", "features/visual=none", "features/audio=none",

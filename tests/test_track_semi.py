@@ -10,11 +10,12 @@ from hydra import compose, initialize_config_dir
 
 from conftest import REPO, shared_data
 from mer.data.bundle import FeatureBundle, ModalityFeatures
-from mer.data.manifest import MER_CLASSES
+from mer.core.samples import MER_CLASSES
 from mer.training.data import Split
 from mer.training.estimator import FusionEstimator
 from mer.tracks.base import TrackData, build_strategy
-from mer.tracks.semi import class_thresholds, hide_labels
+from mer.tracks.semi import class_thresholds
+from mer.tracks.data import hide_labels
 from submissions.validate import validate_submission
 
 
@@ -147,7 +148,7 @@ def test_self_training_without_a_pool_says_what_to_set():
 
 
 def _cfg(tmp, overrides=()):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.runs_dir={tmp / 'runs'}", "track=semi", "progress=false",
                                             "ablate_modalities=false", *overrides])
 

@@ -81,7 +81,7 @@ def test_multi_seed_summary_and_fold_ensemble():
 
 
 def test_cv_progress_bar_names_the_setting(capsys):
-    from mer.pipeline import cv_label
+    from mer.tracks.outputs import cv_label
     from mer.tracks.base import TrackData, build_strategy
 
     assert cv_label(["audio", "text"], "attention") == "audio+text | attention"

@@ -17,7 +17,7 @@ SMALL = ["data.demo.n_train=48", "data.demo.n_per_test=6", "features/visual=none
 
 
 def compose_tune(tmp_path, overrides=()):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("tune", overrides=[f"paths.runs_dir={tmp_path / 'runs'}", "tune=quick",
                                           f"tune.export_dir={tmp_path / 'conf' / 'experiment'}",
                                           *SMALL, *overrides])
@@ -79,7 +79,7 @@ def test_exported_experiment_reproduces_the_best_trial(study):
     tmp, cfg, res = study
     text = res.experiment.read_text()
     assert text.startswith("# @package _global_") and res.experiment.parent == tmp / "conf" / "experiment"
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         run_cfg = compose("config", overrides=[f"+experiment={res.experiment.stem}",
                                                f"hydra.searchpath=[file://{tmp / 'conf'}]",
                                                f"paths.runs_dir={tmp / 'runs'}", "tracking=none",
@@ -98,7 +98,7 @@ def test_nested_cv_scores_each_outer_fold_with_its_own_choice(tmp_path):
     from mer.tuning.study import nested_cv
 
     root = shared_data("mer2023")
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         cfg = compose("tune", overrides=[f"paths.runs_dir={tmp_path}", "data=mer2023", f"data.root={root}",
                                          "features/text=tfidf", "features/audio=none", "features/visual=none",
                                          "train.epochs=2", "progress=false", "tune.features.search=false",

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from mer.errors import UserError
+from mer.core.errors import UserError
 from mer.tuning.export import export_dir_for, reproduce_command
 from mer.tuning.space import CONF_DIR
 
@@ -21,7 +21,7 @@ LR = 0.0012345
 
 
 def tune_cfg(tmp_path: Path, overrides=()):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("tune", overrides=[f"paths.runs_dir={tmp_path / 'runs'}", "tune=quick", "tune.n_trials=1",
                                           "tune.final_run=false", "tune.compare_default=false",
                                           "tracking=none", "progress=false", *overrides])

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import REPO
 from mer.config_check import check_config, config_problems
-from mer.errors import UserError, run_cli, user_message
+from mer.core.errors import UserError, run_cli, user_message
 
 TEXT = {"calm": "a quiet calm peaceful evening", "excited": "so excited thrilled energetic now"}
 
@@ -94,7 +94,7 @@ def test_other_entry_points(corpus, tmp_path):
 
 
 def _cfg(overrides):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         return compose("config", overrides=overrides)
 
 
@@ -142,7 +142,7 @@ def test_rules(override, problem):
 
 
 def test_other_configs_are_checked_by_the_same_table():
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "mer" / "conf"), version_base="1.3"):
         assert config_problems(compose("corrupt")) == [] and config_problems(compose("pretrain")) == []
         assert config_problems(compose("tune")) == []
         problems = config_problems(compose("corrupt", overrides=["condition=snrx"]))

@@ -22,14 +22,15 @@ cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 torch = pytest.importorskip("torch")
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, load_extractors  # noqa: E402
+from feature_extractors.base import EXTRACTORS
+from mer.core.failures import ExtractionFailure  # noqa: E402
 from feature_extractors.visual import fer2013  # noqa: E402
 from feature_extractors.visual.faces import (HaarFaceDetector, crop_faces, square_box,  # noqa: E402
                                              track_main_face)
 from feature_extractors.visual.fer_face import FEATURE_DIM, Fer2013FaceExtractor  # noqa: E402
 from feature_extractors.visual.video import (MediaError, read_face_npy, read_frames,  # noqa: E402
                                              uniform_indices)
-from mer.data.manifest import Sample  # noqa: E402
+from mer.core.samples import Sample  # noqa: E402
 
 REFERENCE = Path(__file__).parent / "fixtures" / "fer2013_reference.npz"
 FER_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
@@ -319,7 +320,6 @@ def test_fer_graph_reader_rejects_another_architecture():
 
 # --- the extractor ----------------------------------------------------------------------------
 def test_extractor_is_registered_and_cheap():
-    load_extractors()
     cls = EXTRACTORS.get("fer2013_face")
     ext = cls(num_frames=4)
     assert (ext.modality, ext.level, ext.feature_dim) == ("visual", "utterance", 142)

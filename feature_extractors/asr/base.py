@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from mer.registry import Registry
+from mer.core.registry import Registry
 
 SAMPLE_RATE_HZ = 16000
 """Every engine takes audio at this rate (``feature_extractors.audio.io.load_audio``'s default)."""
@@ -144,19 +144,13 @@ class AsrEngine:
         return f"{type(self).__name__}({self.config})"
 
 
-ASR_ENGINES: Registry[type[AsrEngine]] = Registry("ASR engine")
-
-
-def _register_engines() -> None:
-    """Import the engine modules (each registers itself), like ``load_extractors`` does."""
-    import importlib
-
-    importlib.import_module("feature_extractors.asr.whisper")
+ASR_ENGINES: Registry[type[AsrEngine]] = Registry("ASR engine", package="feature_extractors.asr",
+                                                 skip=("base", "cache", "merge", "wer"))
+"""Engines are the modules of ``feature_extractors/asr/`` other than these helpers."""
 
 
 def build_asr(name: str, options: Mapping[str, Any] | None = None) -> AsrEngine:
     """The engine registered as ``name`` with ``options`` (the ``asr.options`` of the Hydra config)."""
-    _register_engines()
     return ASR_ENGINES.get(name)(**dict(options or {}))
 
 
@@ -164,7 +158,6 @@ def engine_for(asr: "AsrEngine | Any") -> AsrEngine:
     """An engine as given, or the engine whose ``Config`` class ``asr`` is an instance of."""
     if isinstance(asr, AsrEngine):
         return asr
-    _register_engines()
     for engine_name in ASR_ENGINES.names():
         cls = ASR_ENGINES.get(engine_name)
         if isinstance(asr, cls.Config):

@@ -1,13 +1,15 @@
 """Transcribing a corpus once: transcripts cached on disk, crash-safe and resumable.
 
-Layout under ``cache_dir`` (the pipeline passes ``<cache_root>/<dataset>/<condition>/asr``, so a
-noisy condition gets its own transcripts)::
+The transcripts of one engine configuration are an artifact entry (:mod:`mer.core.artifacts`) of
+kind ``asr`` under ``cache_dir`` (the pipeline passes ``<cache_root>/<dataset>/<condition>/asr``,
+so a noisy condition gets its own transcripts)::
 
-    <key8>/identity.json      the engine identity (config, weights digest, decoder versions) whose
-                              hash names the folder; written atomically
-    <key8>/transcripts.jsonl  one JSON line per sample (a Transcript, failures included, plus
-                              the content fingerprint of the media file it was made from);
-                              append-only, later lines win, a torn line is skipped
+    <key8>/meta.json          kind, the engine identity (config, weights digest, decoder versions)
+                              whose hash names the folder, a crc; written atomically
+    <key8>/transcripts.jsonl  the records: one JSON line per sample (a Transcript, failures
+                              included, the content fingerprint of the media file it was made
+                              from, a time and a line crc); append-only, later lines win, a torn
+                              or damaged line is skipped (that sample is transcribed again)
     <key8>/.lock              held (flock) by the process transcribing into the folder
 
 Each flush appends whole lines with one ``write`` on an ``O_APPEND`` descriptor, then ``fsync``:
@@ -15,22 +17,23 @@ a crash loses at most the lines in flight, and the next writer first ends a torn
 newline so it can never glue onto a new record. A sample is *done* when it has a line (a
 transcript or a recorded failure) made from the file the sample names now; a run transcribes
 only what is not done. A second process that wants the same folder waits for the lock, then finds
-the work done.
+the work done. ``python -m mer.cache verify`` checks the lines and ``--repair`` drops bad ones.
 
-Each line records ``media_fingerprint``: the :class:`~mer.cache.inputs.FingerprintCache`
+Each line records ``media_fingerprint``: the :class:`~mer.core.fingerprints.FingerprintCache`
 fingerprint of the file the audio was decoded from (``audio_path``, else ``video_path``), taken
 before decoding. It is by content, so a moved or copied dataset folder keeps every transcript,
 while a replaced recording (or a missing file that appeared) is transcribed again, and the text
-features of that sample, whose recorded input is the transcript's text, follow. A line written
-before fingerprints were recorded is trusted and adopted: the current fingerprint is appended for
-it once (transcribing a whole corpus again after an upgrade costs hours, and its files have most
-likely not changed since); delete ``transcripts.jsonl`` to redo such transcripts.
+features of that sample, whose recorded input is the transcript's text, follow.
+
+Folders of the layout before artifact entries (``identity.json`` instead of meta.json, lines
+without a crc) are adopted, not redone: transcribing a whole corpus again costs hours. The next
+run writes their meta.json (the folder's key is the same) and reads their lines as they are. A
+line written before fingerprints were recorded is trusted: the current fingerprint is appended for
+it once (its files have most likely not changed since); delete ``transcripts.jsonl`` to redo such
+transcripts.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import logging
 import os
 import time
@@ -43,15 +46,21 @@ from tqdm.auto import tqdm
 
 from feature_extractors.asr.base import SAMPLE_RATE_HZ, AsrEngine, Transcript, engine_for
 from feature_extractors.asr.merge import DEFAULT_SEPARATOR
-from mer.cache.inputs import FingerprintCache
-from mer.cache.store import atomic_write_json, cache_key
-from mer.data.manifest import Sample
+from feature_extractors.audio.io import load_audio
+from mer.core.artifacts import ArtifactEntry, ArtifactKind, register_kind
+from mer.core.failures import MediaError
+from mer.core.fingerprints import FingerprintCache
+from mer.core.hashing import cache_key
+from mer.core.io import read_json_lines
+from mer.core.samples import Sample
 
 log = logging.getLogger(__name__)
 
 TRANSCRIPTS_FILE = "transcripts.jsonl"
 IDENTITY_FILE = "identity.json"
 FINGERPRINT_FIELD = "media_fingerprint"
+ASR_KIND = register_kind(ArtifactKind("asr", records=TRANSCRIPTS_FILE, item_field="name",
+                                      source_field=FINGERPRINT_FIELD, legacy_identity=IDENTITY_FILE))
 _PREFETCH = 2   # clips decoded ahead of the one being transcribed
 
 
@@ -62,94 +71,48 @@ def transcript_dir(cache_dir: str | os.PathLike, asr: AsrEngine | Any) -> Path:
 
 
 def read_transcripts(path: str | os.PathLike) -> dict[str, Transcript]:
-    """name -> transcript from a ``transcripts.jsonl`` (later lines win; torn lines are skipped)."""
-    return {name: t for name, (t, _) in _read_records(path).items()}
-
-
-def _read_records(path: str | os.PathLike) -> dict[str, tuple[Transcript, str | None]]:
-    """name -> (transcript, fingerprint of the media it was made from; None on old lines)."""
-    out: dict[str, tuple[Transcript, str | None]] = {}
-    skipped = 0
-    try:
-        with open(path, "rb") as f:
-            for raw in f:
-                try:
-                    d = json.loads(raw.decode("utf-8"))
-                    t = Transcript.from_json(d)
-                    fp = d.get(FINGERPRINT_FIELD)
-                except (ValueError, TypeError, KeyError, AttributeError):
-                    skipped += 1   # a line torn by a crash mid-append
-                    continue
-                out[t.name] = (t, fp if isinstance(fp, str) else None)
-    except FileNotFoundError:
-        pass
-    if skipped:
-        log.info("%s: skipped %d unreadable line(s) (a write interrupted by a crash); those samples "
-                 "are transcribed again", path, skipped)
+    """name -> transcript from a ``transcripts.jsonl`` (later lines win; torn and damaged lines
+    are skipped)."""
+    out: dict[str, Transcript] = {}
+    lines, _ = read_json_lines(path)
+    for d in lines:
+        try:
+            t = Transcript.from_json(d)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        out[t.name] = t
     return out
 
 
-class _AppendLog:
-    """Whole JSON lines appended with one ``O_APPEND`` write and an ``fsync`` per flush."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        # A crash may have left a last line without its newline: end it, so the next record
-        # starts on a line of its own and only the torn one is lost.
-        size = os.fstat(self._fd).st_size
-        if size:
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    self._write_all(b"\n")
-
-    def append(self, records: Sequence[tuple[Transcript, str]]) -> None:
-        """Append ``(transcript, media fingerprint)`` records as whole lines."""
-        if not records:
-            return
-        data = "".join(json.dumps({**t.to_json(), FINGERPRINT_FIELD: fp}, ensure_ascii=False) + "\n"
-                       for t, fp in records).encode("utf-8")
-        self._write_all(data)
-        os.fsync(self._fd)
-
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path, timeout_s: float | None) -> Iterator[None]:
-    with open(path, "a+") as fh:
-        start = time.monotonic()
-        announced = False
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not announced:
-                    log.info("another process is transcribing into %s; waiting for it", path.parent)
-                    announced = True
-                if timeout_s is not None and time.monotonic() - start > timeout_s:
-                    raise TimeoutError(f"{path.parent} stayed locked by another transcribing process for "
-                                       f"{timeout_s:.0f} s; if none runs, delete {path}") from None
-                time.sleep(0.5)
+def _read_records(entry: ArtifactEntry) -> dict[str, tuple[Transcript, str | None]]:
+    """name -> (transcript, fingerprint of the media it was made from; None on old lines)."""
+    out: dict[str, tuple[Transcript, str | None]] = {}
+    skipped = 0
+    for name, d in entry.records().items():
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            t = Transcript.from_json(d)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            skipped += 1
+            continue
+        fp = d.get(FINGERPRINT_FIELD)
+        out[name] = (t, fp if isinstance(fp, str) else None)
+    skipped += entry.damaged_lines
+    if skipped:
+        log.info("%s: skipped %d damaged line(s); those samples are transcribed again", entry.records_path, skipped)
+    return out
+
+
+def _record(entry: ArtifactEntry, t: Transcript, fingerprint: str | None) -> dict[str, Any]:
+    """A transcripts.jsonl line: the transcript, its media fingerprint, and a failed one's reason
+    as the artifact failure that ``python -m mer.cache list`` counts."""
+    fields = t.to_json()
+    if not t.ok:
+        fields["failure"] = {"reason": t.failure_reason, "message": t.failure_message}
+    return entry.record(t.name, fingerprint, **{k: v for k, v in fields.items() if k != "name"})
 
 
 def _decode(sample: Sample) -> Any:
     """The sample's 16 kHz mono waveform ``[N]``, or a failed :class:`Transcript` saying why not."""
-    from feature_extractors.audio.io import MediaError, load_audio
-
     try:
         return load_audio(sample, SAMPLE_RATE_HZ)
     except MediaError as err:
@@ -203,11 +166,9 @@ def transcribe_samples(samples: Sequence[Sample], asr: AsrEngine | Any, cache_di
     if cache_dir is None:
         results = _run(engine, list(samples), None, progress, flush_every)
         return {n: results[n] for n in names}
-    identity = engine.identity()
-    key = cache_key(identity)
-    folder = Path(cache_dir) / key[:8]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / TRANSCRIPTS_FILE
+    entry = ArtifactEntry(Path(cache_dir) / cache_key(engine.identity())[:8], ASR_KIND, engine.identity())
+    entry.ensure_meta()               # also adopts a folder of the older layout
+    entry.mark_used()
     if fingerprints is None:
         fingerprints = FingerprintCache(Path(cache_dir) / ".fingerprints.jsonl")
     current = {s.name: media_fingerprint(s, fingerprints) for s in samples}
@@ -227,48 +188,31 @@ def transcribe_samples(samples: Sequence[Sample], asr: AsrEngine | Any, cache_di
                 changed.append(s)
         return todo, changed, adopt
 
-    have = _read_records(path)
+    have = _read_records(entry)
     if any(plan(have)):
-        with _exclusive_lock(folder / ".lock", lock_timeout_s):
-            _check_identity(folder, identity, key)
-            have = _read_records(path)   # another process may have done them while we waited
+        with entry.lock(lock_timeout_s):
+            have = _read_records(entry)   # another process may have done them while we waited
             todo, changed, adopt = plan(have)
             if changed:
                 log.info("ASR: transcribing %d clips again whose media file changed since they were "
                          "transcribed (e.g. %s)", len(changed), changed[0].name)
-            if todo or adopt:
-                writer = _AppendLog(path)
-                try:
-                    writer.append([(have[s.name][0], current[s.name]) for s in adopt])
-                    done = _run(engine, todo, writer, progress, flush_every, current)
-                    have.update({n: (t, current[n]) for n, t in done.items()})
-                finally:
-                    writer.close()
+            entry.append([_record(entry, have[s.name][0], current[s.name]) for s in adopt])
+            done = _run(engine, todo, entry, progress, flush_every, current)
+            have.update({n: (t, current[n]) for n, t in done.items()})
     return {n: have[n][0] for n in names}
 
 
-def _check_identity(folder: Path, identity: dict[str, Any], key: str) -> None:
-    ident_path = folder / IDENTITY_FILE
-    if ident_path.is_file():
-        with open(ident_path, encoding="utf-8") as f:
-            stored = json.load(f).get("key")
-        if stored != key:
-            raise RuntimeError(f"transcript folder {folder} belongs to another ASR identity "
-                               f"(key {stored} != {key}); remove the folder")
-    else:
-        atomic_write_json(ident_path, {"key": key, "identity": identity, "created": time.time()})
-
-
-def _run(engine: AsrEngine, todo: list[Sample], writer: _AppendLog | None, progress: bool,
+def _run(engine: AsrEngine, todo: list[Sample], writer: ArtifactEntry | None, progress: bool,
          flush_every: int, fingerprints: dict[str, str] | None = None) -> dict[str, Transcript]:
-    """Transcribe ``todo``; with a ``writer``, append each result with its media fingerprint
-    (``fingerprints``, taken before decoding: a file replaced meanwhile is redone next run)."""
+    """Transcribe ``todo``; with a ``writer`` (the entry, locked), append each result with its
+    media fingerprint (``fingerprints``, taken before decoding: a file replaced meanwhile is
+    redone next run)."""
     if not todo:
         return {}
     if not engine._ready:
         engine.setup()
     done: dict[str, Transcript] = {}
-    buffer: list[tuple[Transcript, str]] = []
+    buffer: list[dict[str, Any]] = []
     audio_s = busy_s = 0.0
     bar = tqdm(total=len(todo), desc=f"asr:{engine.name}", unit="clip", disable=not progress,
                dynamic_ncols=True, leave=False)
@@ -287,7 +231,7 @@ def _run(engine: AsrEngine, todo: list[Sample], writer: _AppendLog | None, progr
                 audio_s += decoded.size / SAMPLE_RATE_HZ
             done[sample.name] = result
             if writer is not None:
-                buffer.append((result, fingerprints[sample.name]))
+                buffer.append(_record(writer, result, fingerprints[sample.name]))
             bar.update(1)
             if writer is not None and len(buffer) >= flush_every:
                 writer.append(buffer)
@@ -302,7 +246,7 @@ def _run(engine: AsrEngine, todo: list[Sample], writer: _AppendLog | None, progr
         reasons = ", ".join(f"{r} {n}" for r, n in Counter(t.failure_reason for t in failed).most_common())
         log.warning("ASR: %d of %d clips have no transcript (%s), e.g. %s%s", len(failed), len(todo), reasons,
                     failed[0].failure_message,
-                    f"; all are recorded in {writer.path}" if writer is not None else "")
+                    f"; all are recorded in {writer.records_path}" if writer is not None else "")
     if audio_s:
         log.info("ASR (%s): %d clips, %.1f s of audio in %.1f s (real-time factor %.3f)", engine.name,
                  len(todo), audio_s, busy_s, busy_s / audio_s)

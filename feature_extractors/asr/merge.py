@@ -23,7 +23,7 @@ import dataclasses
 from typing import Mapping, Sequence
 
 from feature_extractors.asr.base import Transcript
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 MERGE_POLICIES = ("provided", "asr", "both")
 DEFAULT_SEPARATOR = " [SEP] "

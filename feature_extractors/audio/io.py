@@ -4,7 +4,7 @@ Video containers (mp4, avi, mkv, ...) are decoded with PyAV, so no ``ffmpeg`` bi
 intermediate ``audio/<name>.wav`` (which MERTools writes with ``ffmpeg -ar 16000 -ac 1``) is needed.
 Plain audio files (wav, flac, ogg) are read with soundfile and resampled with librosa when their
 rate differs. Everything that can go wrong raises :class:`MediaError`, whose ``reason`` is the
-short type an :class:`~feature_extractors.base.ExtractionFailure` records and whose message names
+short type an :class:`~mer.core.failures.ExtractionFailure` records and whose message names
 the file.
 """
 from __future__ import annotations
@@ -14,40 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from feature_extractors.base import ExtractionFailure
-from mer.data.manifest import Sample
+from mer.core.failures import MediaError, no_media_error
+from mer.core.samples import Sample
 
 # soundfile reads these directly; anything else goes through PyAV (video containers, m4a, mp3...).
 _SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aiff", ".aif"})
-
-
-class MediaError(Exception):
-    """A media file could not give a waveform.
-
-    ``reason`` is one of ``no_media`` (the sample names no audio or video file), ``external_link``
-    (its file links out of the dataset root and was not followed), ``missing_file``,
-    ``no_audio_stream``, ``decode_error``, ``empty_audio``. Audio extractors raise it too for a
-    waveform they cannot describe (``too_short``, ``silent_audio``), so one ``except`` turns every
-    per-clip problem into an :class:`~feature_extractors.base.ExtractionFailure`.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def to_failure(self, sample_name: str) -> ExtractionFailure:
-        return ExtractionFailure(sample_name, self.reason, self.message)
-
-
-def no_media_error(sample: Sample, message: str) -> MediaError:
-    """The error for a sample without the media an extractor needs: ``external_link`` (with what
-    was refused, see :func:`mer.data.recipe_io.refuse_external_links`) when the recipe dropped a
-    path that links out of the dataset root, else ``no_media`` with ``message``."""
-    refused = dict(sample.meta or {}).get("refused_media")
-    if refused:
-        return MediaError("external_link", "; ".join(str(v) for v in dict(refused).values()))
-    return MediaError("no_media", message)
 
 
 def media_path(sample: Sample) -> str:

@@ -25,9 +25,10 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.audio.io import MediaError, load_audio
+from mer.core.failures import MediaError
+from feature_extractors.audio.io import load_audio
 from feature_extractors.base import EXTRACTORS, Extractor
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 SUPPORTED_VERSION = "2.6.0"
 FEATURE_SET_DIMS = {"eGeMAPSv02": 88, "GeMAPSv01b": 62, "ComParE_2016": 6373, "emobase": 988,

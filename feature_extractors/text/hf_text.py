@@ -36,10 +36,12 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
+from feature_extractors.base import EXTRACTORS, Extractor
 from feature_extractors.text import transcript_or_failure
 from feature_extractors.text._torch_text import autocast_settings, local_model_dir, set_torch_threads
-from mer.data.manifest import Sample
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import folder_digest
+from mer.core.samples import Sample
 
 _LAYER_PRESETS = ("last", "last4_sum")
 _LEVELS = ("utterance", "frame")
@@ -129,9 +131,9 @@ class HFText(Extractor):
     # --- work -----------------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
         if self.model is None:
-            import torch
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
+            import torch  # deferred: loads torch only when used
+            from transformers import AutoModel, AutoTokenizer  # deferred: loads transformers only when used
+            from transformers.utils import logging as hf_logging  # deferred: loads transformers only when used
 
             hf_logging.disable_progress_bar()
             path = str(self.model_dir)
@@ -177,7 +179,7 @@ class HFText(Extractor):
 
     def forward(self, samples: Sequence[Sample], inputs: Sequence[str]) -> list[np.ndarray | ExtractionFailure]:
         """``[D]`` (or ``[T, D]``) float32 per transcript, in order."""
-        import torch
+        import torch  # deferred: loads torch only when used
 
         if not self._ready:
             self.setup(self.device)
@@ -204,7 +206,7 @@ class HFText(Extractor):
 
     def _pool(self, states, mask, n: int) -> np.ndarray:
         """One transcript's ``[L, D]`` states -> float32 ``[D]`` (mean of kept tokens, or the first)."""
-        import torch
+        import torch  # deferred: loads torch only when used
 
         # Right padding (set in setup for pooling=cls) keeps [CLS]/<s> at position 0.
         vec = states[0] if self.config.pooling == "cls" else states[mask].sum(0) / n
@@ -214,7 +216,7 @@ class HFText(Extractor):
 
     def _encode(self, texts: Sequence[str]):
         """Hidden states ``[B, L, D]`` (float32) and the mask of real, non-special tokens ``[B, L]``."""
-        import torch
+        import torch  # deferred: loads torch only when used
 
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
                              return_special_tokens_mask=True, return_tensors="pt")

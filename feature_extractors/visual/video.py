@@ -25,12 +25,12 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from feature_extractors.audio.io import MediaError
+from mer.core.failures import MediaError
 
 T = TypeVar("T")
 
 __all__ = ["MediaError", "display_matrix", "frames_to_sample", "map_frames", "read_face_npy",
-           "read_display_matrix", "read_face_track", "read_frames", "uniform_indices", "upright"]
+           "read_display_matrix", "read_face_track", "read_frames", "uniform_indices", "upright", "video_rate"]
 
 
 def uniform_indices(total: int, num: int) -> np.ndarray:
@@ -104,6 +104,17 @@ def map_frames(path: str | os.PathLike, fn: Callable[[np.ndarray], T], num_frame
         more, _ = _decode(path, missing, fn)
         results.update(more)
     return [results[int(i)] for i in chosen], chosen, fps, total
+
+
+def video_rate(path: str | os.PathLike | None) -> tuple[int, float]:
+    """``(frame-count guess, fps)`` of a video from its container header (no decoding);
+    ``(0, 0.0)`` when there is no such file or it cannot be read: the rate is then unknown."""
+    if not path or not os.path.isfile(os.fspath(path)):
+        return 0, 0.0
+    try:
+        return _probe(os.fspath(path))
+    except MediaError:
+        return 0, 0.0
 
 
 def _probe(path: str) -> tuple[int, float]:

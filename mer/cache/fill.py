@@ -9,7 +9,7 @@ failures, so a kill loses only the samples in flight. Extractors that only imple
 ``extract_batch`` (one stage) run in this process, batch by batch.
 
 What is done is decided per sample against what it is made from: every stored row carries the
-fingerprint of the inputs its extractor read (:mod:`mer.cache.inputs`), and a sample whose current
+fingerprint of the inputs its extractor read (:mod:`mer.core.fingerprints`), and a sample whose current
 fingerprint differs (an edited transcript, a replaced video) is extracted again, its old row
 superseded; a stored row that fails its check (:meth:`CacheEntry.fill_state`) is redone too.
 
@@ -31,10 +31,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from feature_extractors.base import ExtractContext, ExtractionFailure, Extractor, load_or_failure
-from mer.data.manifest import Sample
+from feature_extractors.base import ExtractContext, Extractor, load_or_failure
+from mer.core.failures import ExtractionFailure
+from mer.core.fingerprints import FingerprintCache, fingerprints
+from mer.core.samples import Sample
+from mer.core.timebase import times_of, valid_times, with_times
 
-from .inputs import FingerprintCache, fingerprints
 from .store import CacheEntry, Failure
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,11 @@ def _as_failure(sample: Sample, f: ExtractionFailure) -> Failure:
 
 
 def _check(sample: Sample, result, level: str) -> np.ndarray | Failure:
+    """The result as float32 (frame level: with its row times, :mod:`mer.core.timebase`, when it
+    carries valid ones), or the failure it is."""
     if isinstance(result, ExtractionFailure):
         return _as_failure(sample, result)
+    times = times_of(result) if level == "frame" else None
     try:
         arr = np.asarray(result, dtype=np.float32)
     except (TypeError, ValueError) as err:
@@ -102,7 +107,7 @@ def _check(sample: Sample, result, level: str) -> np.ndarray | Failure:
         return Failure(sample.name, "bad_shape", f"extractor returned shape {arr.shape} for {sample.name}")
     if not np.isfinite(arr).all():
         return Failure(sample.name, "non_finite", f"extractor returned NaN/inf features for {sample.name}")
-    return arr
+    return with_times(arr, valid_times(times, len(arr))) if times is not None else arr
 
 
 def _error_line() -> str:
@@ -229,7 +234,9 @@ def _run(entry: CacheEntry, extractor: Extractor, todo: list[Sample], device: st
         nonlocal processed
         if names or fails:
             with entry.lock():
-                entry.write_part(names, arrays, inputs)
+                times = [times_of(a) for a in arrays]
+                # untimed rows write as before (an entry class that predates times takes no ``times``)
+                entry.write_part(names, arrays, inputs, **({"times": times} if any(t is not None for t in times) else {}))
                 entry.record_failures(fails, inputs)
         report.extracted += len(names)
         report.failures += fails

@@ -16,6 +16,11 @@ Layout of an entry ``<root>/<dataset>/<condition>/<extractor>-<hash8>/``::
     gen-<n>/rows.json      per row: the input fingerprint and the crc32 of name + bytes (checked on
                            every load), and the identity (written last: a generation is complete
                            once it exists)
+    gen-<n>/times.npy      frame level, when an extractor reported them: float64 [sum T], each
+                           row's time in seconds (:mod:`mer.core.timebase`; NaN: unknown), with a
+                           crc32 per sample in rows.json (``times_crc32``); parts hold the same
+                           as ``times``/``times_crc``. Entries written before have no times: their
+                           rows load with unknown times (alignment by share of length), not re-extracted
     failures.jsonl         one line per sample that produced no feature (reason, message, input
                            fingerprint, time, line crc); append-only, torn lines are ignored
     .lock                  flock held while writing (a part, failures, consolidation); several
@@ -25,7 +30,7 @@ A sample is *done* when it has a feature or a recorded failure; a fill only extr
 that are not done, so an interrupted fill resumes where it stopped. Per name the newest record
 wins (a part over the generation; the later of a part and a failure), so a re-extraction
 supersedes the old row. A fill also redoes samples whose recorded input fingerprint differs from
-the current one (:mod:`mer.cache.inputs`), and every row read (fill, load, consolidation) is
+the current one (:mod:`mer.core.fingerprints`), and every row read (fill, load, consolidation) is
 checked: one that fails its crc32 or holds NaN/inf is dropped and recorded as a ``cache_corrupt``
 failure, which the next fill extracts again.
 """
@@ -39,7 +44,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 import zlib
@@ -49,62 +53,16 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from mer.core.hashing import cache_key, sha256_file
+from mer.core.timebase import valid_times
+from mer.core.io import (append_json_lines, atomic_save_npy, atomic_write_bytes, atomic_write_json, line_ok,
+                         read_json_lines, with_crc)
+
 log = logging.getLogger(__name__)
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def cache_key(identity: Mapping[str, Any]) -> str:
-    """sha256 over the canonical JSON of an extractor's identity (family, config, version, digests)."""
-    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
 
 
 def entry_dirname(identity: Mapping[str, Any]) -> str:
     return f"{identity['extractor']}-{cache_key(identity)[:8]}"
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Any]:
-    """A binary file handle whose content appears at ``path`` only once it is whole: a temp file in
-    the same folder, fsync, atomic rename. Readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _atomic_file(path) as f:
-        f.write(data)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n").encode())
-
-
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    with _atomic_file(path) as f:
-        np.save(f, array, allow_pickle=False)
 
 
 FORMAT = 2
@@ -124,51 +82,15 @@ class Failure:
     inputs: str | None = None      # fingerprint of the inputs the failure was seen on
 
 
+def times_digest(name: str, times: np.ndarray) -> int:
+    """crc32 over a sample's name and its row times (float64)."""
+    return zlib.crc32(np.ascontiguousarray(times, dtype="<f8"), zlib.crc32(name.encode("utf-8", "surrogatepass")))
+
+
 def row_digest(name: str, row: np.ndarray) -> int:
     """crc32 over a sample's name and its feature bytes: catches flipped bytes and rows that
     were moved to another name (a swapped names.json), at about 3 GB/s."""
     return zlib.crc32(np.ascontiguousarray(row, dtype=np.float32), zlib.crc32(name.encode("utf-8", "surrogatepass")))
-
-
-def _with_crc(obj: Mapping[str, Any]) -> dict[str, Any]:
-    d = dict(obj)
-    d["crc"] = zlib.crc32(canonical_json(d).encode())
-    return d
-
-
-def _line_ok(d: Any) -> bool:
-    """A parsed JSON line is whole: a mapping whose ``crc`` (format 2) matches its other fields."""
-    if not isinstance(d, dict):
-        return False
-    if "crc" not in d:
-        return True                 # written by an older mer
-    rest = {k: v for k, v in d.items() if k != "crc"}
-    return d["crc"] == zlib.crc32(canonical_json(rest).encode())
-
-
-def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The whole lines of an append-only JSON-lines file, and how many whole-looking lines were
-    skipped as damaged (valid JSON whose checksum does not match). Torn lines (a kill mid-append:
-    not valid JSON) are skipped too but not counted: they are normal after a crash."""
-    out: list[dict[str, Any]] = []
-    bad = 0
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return out, 0
-    lines = raw.split(b"\n")
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except ValueError:
-            d = None
-        if _line_ok(d):
-            out.append(d)
-        elif d is not None:
-            bad += 1
-    return out, bad
 
 
 class _Block:
@@ -176,14 +98,31 @@ class _Block:
     per-row input fingerprints and checksums; ``error`` when it cannot be read at all."""
 
     def __init__(self, label: str, time_ns: int, names: list[str], data=None, offsets=None, inputs=None,
-                 crc=None, error: str | None = None) -> None:
+                 crc=None, error: str | None = None, times=None, times_crc=None) -> None:
         self.label, self.time_ns, self.names = label, time_ns, names
         self.data, self.offsets, self.inputs, self.crc, self.error = data, offsets, inputs, crc, error
+        self.times, self.times_crc = times, times_crc     # frame level: [sum T] float64 (NaN: unknown)
         self.stamp_dir: Path | None = None      # a generation: where its verification stamp lives
         self.trusted = False                    # every row checked since its files last changed
 
     def row(self, i: int) -> np.ndarray:
         return _row(self.data, self.offsets, i)
+
+    def row_times(self, i: int) -> np.ndarray | None:
+        """Row ``i``'s times ``[T_i]`` (seconds), or None when unknown or damaged (its values
+        still load: damaged times only lose the time base)."""
+        if self.times is None or self.offsets is None:
+            return None
+        t = np.asarray(self.times[self.offsets[i]:self.offsets[i + 1]], dtype=np.float64)
+        if not len(t) or np.isnan(t).any():
+            return None
+        if self.times_crc is not None and not self.trusted:
+            want = self.times_crc[i]
+            if want is None or int(want) < 0 or times_digest(self.names[i], t) != int(want):
+                log.warning("%s: the row times of %s do not match their checksum; they are read as unknown",
+                            self.label, self.names[i])
+                return None
+        return valid_times(t, len(t))
 
     def crc_list(self) -> list[int]:
         if getattr(self, "_crc_list", None) is None:
@@ -230,7 +169,7 @@ class _Block:
 
 
 _STAMP = ".verified.json"
-_GEN_FILES = ("features.npy", "names.json", "rows.json", "offsets.npy")
+_GEN_FILES = ("features.npy", "names.json", "rows.json", "offsets.npy", "times.npy")
 
 
 def _gen_stat(gen: Path) -> dict[str, list[int]]:
@@ -308,7 +247,7 @@ class CacheEntry:
                 meta = json.load(f)
             if not isinstance(meta, dict) or not isinstance(meta.get("identity"), dict):
                 raise ValueError("it holds no identity")
-            if not _line_ok(meta) or meta.get("key") != cache_key(meta["identity"]):
+            if not line_ok(meta) or meta.get("key") != cache_key(meta["identity"]):
                 raise ValueError("its content does not match its checksum")
             if meta.get("generation") is not None and not (self.path / f"gen-{meta['generation']}").is_dir():
                 raise ValueError(f"it names gen-{meta['generation']}, which does not exist")
@@ -346,7 +285,7 @@ class CacheEntry:
         return meta
 
     def _write_meta(self, meta: Mapping[str, Any]) -> None:
-        atomic_write_json(self.path / "meta.json", _with_crc({k: v for k, v in meta.items() if k != "crc"}))
+        atomic_write_json(self.path / "meta.json", with_crc({k: v for k, v in meta.items() if k != "crc"}))
 
     @property
     def problem(self) -> str | None:
@@ -458,7 +397,8 @@ class CacheEntry:
                     raise ValueError(f"rows.json describes {len(crc)} rows, names.json {len(names)}")
         except (ValueError, OSError, KeyError, TypeError, EOFError) as err:
             return _Block(label, -1, names, error=f"{gen} cannot be read ({type(err).__name__}: {err})")
-        block = _Block(label, -1, names, data, offsets, inputs, crc)
+        times, times_crc = _generation_times(gen, data, rows, len(names)) if self.level == "frame" else (None, None)
+        block = _Block(label, -1, names, data, offsets, inputs, crc, times=times, times_crc=times_crc)
         block.stamp_dir = gen
         block.trusted = trusted
         return block
@@ -478,18 +418,22 @@ class CacheEntry:
                 offsets = z["offsets"]
                 inputs = [str(x) for x in z["inputs"]] if "inputs" in z.files else None
                 crc = z["crc"].astype(np.int64) if "crc" in z.files else None
+                times = z["times"] if "times" in z.files else None
+                times_crc = z["times_crc"].astype(np.int64).tolist() if "times_crc" in z.files else None
             offsets = offsets if len(offsets) else None
             _check_shapes(data, offsets, len(names), self.level)
+            if times is not None and (times.shape != (len(data),) or (times_crc is not None and len(times_crc) != len(names))):
+                times = times_crc = None             # the rows stay usable without their time base
         except Exception as err:  # noqa: BLE001 - a damaged zip raises many kinds
             names = list(line["names"]) if line else []
             return _Block(path.name, t, names, error=f"part {path.name} is unreadable ({type(err).__name__})")
-        if crc is None and line is not None and line.get("sha256") != _sha256_file(path):
+        if crc is None and line is not None and line.get("sha256") != sha256_file(path):
             return _Block(path.name, t, names, error=f"part {path.name} does not match its checksum in index.jsonl")
-        return _Block(path.name, t, names, data, offsets, inputs, crc)
+        return _Block(path.name, t, names, data, offsets, inputs, crc, times=times, times_crc=times_crc)
 
     def _failure_lines(self) -> dict[str, tuple[int, Failure]]:
         out: dict[str, tuple[int, Failure]] = {}
-        lines, _ = _read_lines(self.path / "failures.jsonl")
+        lines, _ = read_json_lines(self.path / "failures.jsonl")
         for d in lines:
             try:
                 f = Failure(str(d["name"]), str(d["reason"]), str(d["message"]), d.get("inputs"))
@@ -599,9 +543,18 @@ class CacheEntry:
         """name -> feature (``[D]`` or ``[T, D]``) for every stored name (or the requested ones).
         Every row is checked (checksum, name, finiteness); one that fails is left out and
         recorded as a ``cache_corrupt`` failure."""
+        return self.load_rows(names)[0]
+
+    def load_rows(self, names: Sequence[str] | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
+        """:meth:`load`, and at frame level each row's times (``[T]`` seconds; None where the
+        extractor reported none or the entry was written before times were recorded)."""
         state = self._scan(set(names) if names is not None else None, verify=True, need_inputs=False)
         self._reject(state.rejected, state.inputs)
-        return {n: np.asarray(block.row(i)) for n, (block, i) in state.features.items()}
+        rows = {n: np.asarray(block.row(i)) for n, (block, i) in state.features.items()}
+        times = {n: block.row_times(i) if self.level == "frame" else None
+                 for n, (block, i) in state.features.items()}
+        return rows, times
 
     def load_matrix(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Utterance level: ``(X [N, D] float32, present [N] bool)`` in the order of ``names``;
@@ -676,7 +629,7 @@ class CacheEntry:
         """part file name -> its index line (file, sha256, names, inputs); damaged lines ignored
         (their parts are read directly)."""
         out: dict[str, dict[str, Any]] = {}
-        lines, _ = _read_lines(self.path / "index.jsonl")
+        lines, _ = read_json_lines(self.path / "index.jsonl")
         for d in lines:
             if isinstance(d.get("part"), str) and isinstance(d.get("names"), list):
                 out[d["part"]] = d
@@ -701,8 +654,10 @@ class CacheEntry:
 
     # --- writing ----------------------------------------------------------------------------
     def write_part(self, names: Sequence[str], arrays: Sequence[np.ndarray],
-                   inputs: Mapping[str, str] | None = None) -> None:
-        """One atomic part of features, each row with its input fingerprint (``inputs``) and crc32."""
+                   inputs: Mapping[str, str] | None = None,
+                   times: Sequence[np.ndarray | None] | None = None) -> None:
+        """One atomic part of features, each row with its input fingerprint (``inputs``) and crc32;
+        at frame level ``times`` gives each sample's row times (``[T_i]`` seconds, None: unknown)."""
         if not names:
             return
         self._ensure_meta()
@@ -722,11 +677,18 @@ class CacheEntry:
             raise ValueError(f"non-finite features for {bad[:5]}; the extractor must return a failure instead")
         fps = [str((inputs or {}).get(n) or "") for n in names]
         crc = np.array([row_digest(n, a) for n, a in zip(names, arrays)], dtype=np.uint32)
+        extra: dict[str, np.ndarray] = {}
+        if self.level == "frame" and times is not None:
+            known = [valid_times(t, len(a)) for t, a in zip(times, arrays)]
+            if any(t is not None for t in known):
+                extra = {"times": _concat_times(arrays, known),
+                         "times_crc": np.array([-1 if t is None else times_digest(n, t) for n, t in zip(names, known)],
+                                               dtype=np.int64)}
         buf = _npz_bytes(names=np.array(list(names), dtype=str), data=data, offsets=offsets,
-                         inputs=np.array(fps, dtype=str), crc=crc)
+                         inputs=np.array(fps, dtype=str), crc=crc, **extra)
         part = self.path / "parts" / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
         atomic_write_bytes(part, buf)
-        _append_lines(self.path / "index.jsonl", [_with_crc({"part": part.name, "sha256": hashlib.sha256(buf).hexdigest(),
+        append_json_lines(self.path / "index.jsonl", [with_crc({"part": part.name, "sha256": hashlib.sha256(buf).hexdigest(),
                                                              "names": list(names), "inputs": fps})])
 
     def clear_failures(self, reasons: Sequence[str] | None = None) -> int:
@@ -745,7 +707,7 @@ class CacheEntry:
             return
         self._ensure_meta()
         t = time.time_ns()
-        _append_lines(self.path / "failures.jsonl",
+        append_json_lines(self.path / "failures.jsonl",
                       [_failure_line(t, fl if fl.inputs is not None or not inputs else
                                      Failure(fl.name, fl.reason, fl.message, inputs.get(fl.name)))
                        for fl in failures])
@@ -766,6 +728,8 @@ class CacheEntry:
         state = self._scan(verify=True)
         names = sorted(state.features)
         arrays = [np.asarray(state.features[n][0].row(state.features[n][1]), np.float32) for n in names]
+        row_times = [state.features[n][0].row_times(state.features[n][1]) if self.level == "frame" else None
+                     for n in names]
         old = meta.get("generation")
         gens = [int(g.name[4:]) for g in self.path.glob("gen-*") if g.name[4:].isdigit()]
         gen_no = max([old or 0, *gens]) + 1
@@ -775,16 +739,20 @@ class CacheEntry:
         dim = meta.get("dim")
         if self.level == "frame":
             offsets = np.cumsum([0] + [a.shape[0] for a in arrays]).astype(np.int64)
-            _save_npy_atomic(gen / "offsets.npy", offsets)
+            atomic_save_npy(gen / "offsets.npy", offsets)
             data = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, dim or 0), np.float32)
+            if any(t is not None for t in row_times):
+                atomic_save_npy(gen / "times.npy", _concat_times(arrays, row_times))
         else:
             data = np.stack(arrays) if arrays else np.zeros((0, dim or 0), np.float32)
-        _save_npy_atomic(gen / "features.npy", np.ascontiguousarray(data, dtype=np.float32))
+        atomic_save_npy(gen / "features.npy", np.ascontiguousarray(data, dtype=np.float32))
         atomic_write_json(gen / "names.json", names)
-        checksums = {f.name: _sha256_file(f) for f in sorted(gen.iterdir()) if f.suffix in (".npy", ".json")}
+        checksums = {f.name: sha256_file(f) for f in sorted(gen.iterdir()) if f.suffix in (".npy", ".json")}
         atomic_write_json(gen / "rows.json", {
             "format": FORMAT, "identity": meta.get("identity", self.identity), "names": names,
             "inputs": [state.inputs.get(n) for n in names], "crc32": [row_digest(n, a) for n, a in zip(names, arrays)],
+            **({"times_crc32": [None if t is None else times_digest(n, t) for n, t in zip(names, row_times)]}
+               if any(t is not None for t in row_times) else {}),
             "checksums": checksums})
         lines = self._failure_lines()
         kept = [lines[n] for n in sorted(state.failures) if n in lines]
@@ -836,7 +804,7 @@ class CacheEntry:
                 bad = None
                 if block.error:
                     bad = f"{block.error}; --repair deletes it and the next fill redoes its samples"
-                elif line is not None and line.get("sha256") != _sha256_file(p):
+                elif line is not None and line.get("sha256") != sha256_file(p):
                     bad = f"{p} does not match its checksum in index.jsonl; --repair keeps the rows that pass their own checksums"
                 if bad:
                     problems.append(bad)
@@ -852,7 +820,7 @@ class CacheEntry:
                     if not f.is_file():
                         problems.append(f"{f} is missing; --repair rewrites the generation from what is readable")
                         rewrite = True
-                    elif _sha256_file(f) != want:
+                    elif sha256_file(f) != want:
                         problems.append(f"{f} does not match its checksum in meta.json; --repair rewrites the "
                                         "generation from the rows that pass their checks")
                         rewrite = True
@@ -871,7 +839,7 @@ class CacheEntry:
                                 "as cache_corrupt and the next fill re-extracts exactly those")
                 rewrite = True
             for fname in ("index.jsonl", "failures.jsonl"):
-                _, bad_lines = _read_lines(self.path / fname)
+                _, bad_lines = read_json_lines(self.path / fname)
                 if bad_lines:
                     problems.append(f"{self.path / fname} has {bad_lines} damaged lines (skipped on reading"
                                     f"{'; their parts are read directly' if fname == 'index.jsonl' else '; those samples are redone'})")
@@ -888,7 +856,7 @@ class CacheEntry:
                 if (rewrite or self._parts()) and "config" in self.identity:
                     self.consolidate(force=True)
                 for fname in ("index.jsonl", "failures.jsonl"):
-                    lines, bad_lines = _read_lines(self.path / fname)
+                    lines, bad_lines = read_json_lines(self.path / fname)
                     if bad_lines:
                         atomic_write_bytes(self.path / fname, "".join(json.dumps(d, ensure_ascii=False) + "\n"
                                                                       for d in lines).encode())
@@ -929,6 +897,30 @@ def _check_shapes(data: np.ndarray, offsets: np.ndarray | None, n: int, level: s
         raise ValueError(f"{len(data)} feature rows for {n} names")
 
 
+def _concat_times(arrays: Sequence[np.ndarray], times: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Per-row times of consecutive samples as one float64 ``[sum T]`` (NaN for unknown samples)."""
+    return np.concatenate([np.full(len(a), np.nan) if t is None else np.asarray(t, np.float64)
+                           for a, t in zip(arrays, times)]) if arrays else np.zeros(0, np.float64)
+
+
+def _generation_times(gen: Path, data: np.ndarray, rows: Mapping[str, Any] | None, n: int
+                      ) -> tuple[np.ndarray | None, list | None]:
+    """A generation's ``times.npy`` and per-sample time checksums; (None, None) when it has none
+    (written before times were recorded, or by an extractor that reports none) or they do not fit."""
+    path = gen / "times.npy"
+    if not path.is_file():
+        return None, None
+    try:
+        times = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError):
+        log.warning("%s is unreadable; the rows of %s load with unknown times", path, gen)
+        return None, None
+    crc = (rows or {}).get("times_crc32")
+    if times.shape != (len(data),) or (crc is not None and len(crc) != n):
+        return None, None
+    return times, crc
+
+
 def _part_time(path: Path) -> int:
     with contextlib.suppress(ValueError, IndexError):
         return int(path.name.split("-")[1])
@@ -941,7 +933,7 @@ def _failure_line(t: int, f: Failure) -> dict[str, Any]:
     d = {"name": f.name, "reason": f.reason, "message": f.message, "t": int(t)}
     if f.inputs is not None:
         d["inputs"] = f.inputs
-    return _with_crc(d)
+    return with_crc(d)
 
 
 def _failure_bytes(items: Sequence[tuple[int, Failure]]) -> bytes:
@@ -960,35 +952,6 @@ def last_used(entry_path: Path) -> float:
         with contextlib.suppress(FileNotFoundError):
             return (Path(entry_path) / name).stat().st_mtime
     return 0.0
-
-
-def _append_lines(path: Path, objs: Sequence[Mapping[str, Any]], fsync: bool = True) -> None:
-    """Append JSON lines durably. One ``write`` of all lines on an O_APPEND descriptor:
-    concurrent appenders never interleave, and a crash leaves at most a torn last line, which
-    every reader skips."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        # A torn line from an earlier crash must not swallow this one.
-        if os.fstat(fd).st_size:
-            with open(path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    data = b"\n" + data
-        os.write(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_part(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:

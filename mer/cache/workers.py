@@ -28,20 +28,23 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Iterable, Iterator
 
-from feature_extractors.base import ExtractionFailure, Extractor
-from mer.data.manifest import Sample
+from feature_extractors.base import Extractor, load_or_failure
+from mer.core.failures import ExtractionFailure
+from mer.core.samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +65,6 @@ def _vm_size_bytes() -> int | None:
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so a
     killed ``mer.extract`` leaves no orphan shard or decoder behind; a no-op elsewhere."""
-    import ctypes
-    import sys
-
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -83,10 +83,9 @@ def _worker_main(conn, payload: bytes, memory_mb: int | None, threads: int) -> N
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle
-    from feature_extractors.base import load_or_failure
 
     try:
-        import torch
+        import torch  # deferred: loads torch only when used
 
         torch.set_num_threads(threads)
     except Exception:  # noqa: BLE001 - torch is optional for decoding

@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .frames import align_lengths, align_to_times, masked_mean, reference_times
+
 
 @dataclass
 class ModalityFeatures:
@@ -17,12 +19,15 @@ class ModalityFeatures:
     transcript, decode failure) is zero *and* marked absent, so fusion masks it.
 
     Frame level: ``X [N, T, D]`` zero-padded and ``lengths [N]`` int64 (0 for an absent row);
-    ``present`` is then ``lengths > 0``."""
+    ``present`` is then ``lengths > 0``. ``times [N, T]`` float64, when known: each step's time in
+    seconds from the start of the sample's media (:mod:`mer.core.timebase`), NaN past a row's
+    length and throughout a row whose times are unknown; None when no row has times."""
 
     X: np.ndarray
     present: np.ndarray
     source: str = ""
     lengths: np.ndarray | None = None
+    times: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.lengths is not None:
@@ -33,9 +38,13 @@ class ModalityFeatures:
                 raise ValueError("a sequence is longer than the padded width")
             if np.any((self.lengths > 0) != self.present):
                 raise ValueError("present must be lengths > 0 at frame level")
+            if self.times is not None and self.times.shape != self.X.shape[:2]:
+                raise ValueError(f"step times {self.times.shape} do not match X {self.X.shape}")
         elif self.X.ndim != 2:
             raise ValueError(f"utterance-level features need X [N, D], got {self.X.shape}; "
                              "frame-level features need lengths")
+        elif self.times is not None:
+            raise ValueError("utterance-level features have no step times")
 
     @property
     def dim(self) -> int:
@@ -45,19 +54,26 @@ class ModalityFeatures:
     def is_sequence(self) -> bool:
         return self.lengths is not None
 
+    def step_times(self, i: int) -> np.ndarray | None:
+        """Row ``i``'s step times ``[lengths[i]]`` when known, else None."""
+        if self.times is None or self.lengths is None:
+            return None
+        t = self.times[i, :int(self.lengths[i])]
+        return t if len(t) and np.isfinite(t).all() else None
+
     def rows(self, idx: np.ndarray) -> "ModalityFeatures":
         lengths = None if self.lengths is None else self.lengths[idx]
         X = self.X[idx]
+        times = None if self.times is None else self.times[idx]
         if lengths is not None and len(lengths):
             X = X[:, :max(int(lengths.max()), 1)]    # no all-padding tail
-        return ModalityFeatures(X, self.present[idx], self.source, lengths)
+            times = None if times is None else times[:, :X.shape[1]]
+        return ModalityFeatures(X, self.present[idx], self.source, lengths, times)
 
     def pooled(self) -> "ModalityFeatures":
         """Utterance level: a frame-level modality becomes the mean over its real steps."""
         if self.lengths is None:
             return self
-        from .sequences import masked_mean
-
         return ModalityFeatures(masked_mean(self.X, self.lengths), self.present.copy(), self.source)
 
     def as_sequence(self) -> "ModalityFeatures":
@@ -76,8 +92,12 @@ class ModalityFeatures:
         parts = [p.as_sequence() for p in parts]
         T = max(p.X.shape[1] for p in parts)
         X = np.concatenate([np.pad(p.X, ((0, 0), (0, T - p.X.shape[1]), (0, 0))) for p in parts])
+        times = None
+        if any(p.times is not None for p in parts):
+            times = np.concatenate([np.pad(p.times, ((0, 0), (0, T - p.X.shape[1])), constant_values=np.nan)
+                                    if p.times is not None else np.full(p.X.shape[:1] + (T,), np.nan) for p in parts])
         return ModalityFeatures(X, np.concatenate([p.present for p in parts]), parts[0].source,
-                                np.concatenate([p.lengths for p in parts]))
+                                np.concatenate([p.lengths for p in parts]), times)
 
 
 @dataclass
@@ -128,18 +148,20 @@ class FeatureBundle:
         return FeatureBundle(self.names, {m: f.as_sequence() for m, f in self.modalities.items()})
 
     def aligned(self, to: str | int, method: str = "auto") -> "FeatureBundle":
-        """Frame-level modalities resampled to a common time base per sample: the length of
-        modality ``to`` (or a fixed number of steps); see :mod:`mer.data.sequences`."""
-        from .sequences import align_lengths, align_padded
-
+        """Frame-level modalities resampled to a common time base per sample: the steps of
+        modality ``to`` (or a fixed number of steps). Where both a stream's and the reference's
+        step times are known the stream is taken at the reference's times, else by share of
+        length (:func:`mer.data.frames.align_to_times`); see :mod:`mer.data.sequences`."""
         seq = {m: f for m, f in self.modalities.items() if f.is_sequence}
         if not seq:
             return self
-        targets = align_lengths({m: f.lengths for m, f in seq.items()}, to)
+        lengths_by = {m: f.lengths for m, f in seq.items()}
+        targets = align_lengths(lengths_by, to)
+        at = reference_times({m: f.times for m, f in seq.items()}, lengths_by, to)
         mods = dict(self.modalities)
         for m, f in seq.items():
-            X, lengths = align_padded(f.X, f.lengths, np.where(f.present, targets, 0), method)
-            mods[m] = ModalityFeatures(X, lengths > 0, f.source, lengths)
+            X, lengths, times = align_to_times(f.X, f.lengths, f.times, np.where(f.present, targets, 0), at, method)
+            mods[m] = ModalityFeatures(X, lengths > 0, f.source, lengths, times)
         return FeatureBundle(self.names, mods)
 
     def coverage(self) -> Mapping[str, float]:

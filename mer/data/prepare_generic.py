@@ -33,7 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .manifest import LabelSpec, Manifest, Sample
+import numpy as np
+
+from mer.core.samples import LabelSpec, Sample
+
+from .manifest import Manifest, read_frame_labels
 from .recipe_io import check_names, parse_valence, read_table, resolve_root
 from .recipes import RECIPES
 
@@ -160,12 +164,6 @@ def _row_sample(row: dict[str, Any], row_no: int, ctx: _Context) -> Sample:
 
 def _with_frame_majority(samples: list[Sample], classes: Sequence[str]) -> list[Sample]:
     """Rows with per-frame labels but no ``discrete``: the most frequent annotated frame class."""
-    import dataclasses
-
-    import numpy as np
-
-    from .manifest import read_frame_labels
-
     out = []
     for s in samples:
         if s.discrete is None and s.frame_labels is not None:
@@ -211,7 +209,7 @@ def _label_spec(samples: Sequence[Sample], classes: Sequence[str] | None, ctx: _
 def prepare_generic(root: str | os.PathLike, *, manifest: str | os.PathLike, language: str | None = "english",
                     classes: Sequence[str] | None = None, train_split: str = "train",
                     valence_range: Sequence[float] = (-5.0, 5.0), check_media: bool = True,
-                    dataset: str | None = None) -> Manifest:
+                    dataset: str | None = None, frame_label_fps: float = 0.0) -> Manifest:
     """Manifest of the dataset described by the file ``manifest`` (relative to ``root`` or absolute).
 
     Options:
@@ -222,6 +220,8 @@ def prepare_generic(root: str | os.PathLike, *, manifest: str | os.PathLike, lan
       valence_range: ``(low, high)``; valences outside are errors (a stray placeholder, a typo).
       check_media: whether listed media paths must exist (files are never opened).
       dataset: manifest dataset name (default: the root folder's name).
+      frame_label_fps: the rate of the ``frame_labels`` files where a sample's video does not
+        give it (no video, face crops only); 0: labels then follow the steps by share of length.
     """
     root = resolve_root(root, LAYOUT)
     source = Path(manifest).expanduser()
@@ -246,4 +246,8 @@ def prepare_generic(root: str | os.PathLike, *, manifest: str | os.PathLike, lan
         samples = _with_frame_majority(samples, list(classes))
     spec = _label_spec(samples, None if classes is None else list(classes), ctx,
                        (float(valence_range[0]), float(valence_range[1])))
+    if frame_label_fps:
+        if float(frame_label_fps) < 0:
+            raise ValueError(f"frame_label_fps must be >= 0 (0: unknown), got {frame_label_fps}")
+        spec = dataclasses.replace(spec, frame_label_fps=float(frame_label_fps))
     return Manifest(dataset or root.name, spec, samples, train_split=train_split, root=str(root))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from .manifest import MELD_CLASSES, Manifest
+from mer.core.samples import MELD_CLASSES
+from .manifest import Manifest
 from .prepare_merbench import prepare_npz_dataset
 from .recipes import RECIPES
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .manifest import MER_CLASSES, LabelSpec, Manifest, Sample
+from mer.core.samples import MER_CLASSES, LabelSpec, Sample
+from .manifest import Manifest
 from .recipe_io import (VIDEO_EXTS, Transcripts, build_samples, find_media, index_media, load_transcripts,
                         read_label_csv, read_names, require_file, resolve_root)
 from .recipes import RECIPES

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-from .manifest import MER_CLASSES, LabelSpec, Manifest
+from mer.core.samples import MER_CLASSES, LabelSpec
+from .manifest import Manifest
 from .recipe_io import (VIDEO_EXTS, build_samples, find_media, index_media, load_transcripts, read_label_csv,
                         require_file, resolve_root)
 from .recipes import RECIPES

@@ -16,7 +16,8 @@ import logging
 import os
 from typing import Sequence
 
-from .manifest import MER_CLASSES, LabelSpec, Manifest
+from mer.core.samples import MER_CLASSES, LabelSpec
+from .manifest import Manifest
 from .recipe_io import (build_samples, find_media, load_transcripts, optional_file, read_label_csv,
                         read_names, require_file, resolve_root)
 from .recipes import RECIPES

@@ -31,7 +31,8 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from .manifest import MELD_CLASSES, MER_CLASSES, LabelSpec, Manifest
+from mer.core.samples import MELD_CLASSES, MER_CLASSES, LabelSpec
+from .manifest import Manifest
 from .recipe_io import (build_samples, find_media, load_transcripts, parse_discrete, parse_valence,
                         require_file, resolve_root, unlabel_placeholder_split)
 from .recipes import RECIPES

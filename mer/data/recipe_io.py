@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import logging
 import math
 import numbers
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .manifest import VALENCE_PLACEHOLDER, Sample
+from mer.core.samples import VALENCE_PLACEHOLDER, Sample
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,7 @@ def read_table(path: Path, required: Sequence[str] = ("name",), sep: str = ",") 
     often GBK); otherwise its invalid bytes become U+FFFD, a warning names the rows, and the text
     extractors record those samples as ``undecodable_transcript`` instead of embedding noise.
     """
-    import io
-
-    import pandas as pd
+    import pandas as pd  # deferred: loads pandas only when used
 
     raw = Path(path).read_bytes()
     text = _decode_table(raw, path)

@@ -1,33 +1,23 @@
 """Registry of dataset recipes: ``prepare(root, **options) -> Manifest``, one per release layout.
 
 Each recipe lives in ``mer/data/prepare_<layout>.py`` and registers itself here; configs name it
-(``data.layout: mer2023``). Importing :func:`load_recipes` imports every recipe module.
+(``data.layout: mer2023``). The registry imports every recipe module on its first lookup.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from typing import Callable
 
-from mer.registry import Registry
+from mer.core.registry import Registry
 
 from .manifest import Manifest
+from .recipe_io import refuse_external_links
 
 Recipe = Callable[..., Manifest]
-RECIPES: Registry[Recipe] = Registry("dataset layout")
+RECIPES: Registry[Recipe] = Registry("dataset layout", package="mer.data", prefix="prepare_")
 
 COMMON_OPTIONS: tuple[str, ...] = ("allow_external_links",)
 """Options :func:`prepare` takes for every layout (``data.options.<name>``), beside the recipe's own."""
-
-
-def load_recipes() -> Registry[Recipe]:
-    import mer.data as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name.startswith("prepare_"):
-            importlib.import_module(f"mer.data.{mod.name}")
-    return RECIPES
 
 
 def prepare(layout: str, root, **options) -> Manifest:
@@ -35,10 +25,8 @@ def prepare(layout: str, root, **options) -> Manifest:
 
     Media that link out of ``root`` are not followed unless ``allow_external_links=True``
     (:func:`~mer.data.recipe_io.refuse_external_links`): those samples fail as ``external_link``."""
-    from .recipe_io import refuse_external_links
-
     allow = bool(options.pop(COMMON_OPTIONS[0], False))
-    manifest = load_recipes().get(layout)(root, **options)
+    manifest = RECIPES.get(layout)(root, **options)
     samples = refuse_external_links(manifest.samples, root, allow, manifest.dataset)
     if all(a is b for a, b in zip(samples, manifest.samples)):
         return manifest

@@ -9,6 +9,7 @@ pickled ndarray of plain dicts/str/int/float/numpy scalars needs.
 """
 from __future__ import annotations
 
+import _codecs
 import importlib
 import os
 import pickle
@@ -34,7 +35,6 @@ def _numpy_multiarray():
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     multiarray = _numpy_multiarray()
-    import _codecs
 
     allowed: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,   # the subtype handed to _reconstruct

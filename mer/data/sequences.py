@@ -6,12 +6,12 @@ modality. Fusion reads a modality as a padded ``X [N, T, D]`` plus ``lengths [N]
 sample ``i`` is real when ``t < lengths[i]``; an absent sample has length 0 and is masked as a
 whole, like an absent utterance-level row.
 
-Alignment to a common time base follows what ABAW6 systems do with frame features of pretrained
-encoders (audio to video): a shorter sequence is stretched by **linear interpolation** to the
-target length, a longer one is **decimated to the nearest frames** (rounded, evenly spaced
-indices); ``method='auto'`` picks between the two by length, ``linear`` and ``nearest`` force one.
-Without alignment each modality keeps its own length (the cross-modal transformer takes such
+Padding, masks and alignment primitives live in :mod:`mer.data.frames`. Without alignment each modality keeps its own length (the cross-modal transformer takes such
 unaligned inputs; the other sequence models encode each modality on its own).
+
+Each step may carry its time (``ModalityFeatures.times``, seconds from the start of the media,
+as the extractor reported it and the cache recorded it: :mod:`mer.core.timebase`). Alignment
+and windowing use the times where both streams have them and the share of length otherwise.
 
 Windowing cuts long sequences into overlapping windows (ABAW6: 1000 frames, hop 200) that cover
 every step; :func:`merge_windows` averages per-step outputs where windows overlap, so slicing then
@@ -19,108 +19,18 @@ merging gives the sequence back.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-ALIGN_METHODS = ("auto", "linear", "nearest")
+from .bundle import FeatureBundle, ModalityFeatures
+from .frames import ALIGN_METHODS, pad_sequences, pad_times, resample  # noqa: F401 - ALIGN_METHODS: the config's choices
 
 
 # --- padding and masks --------------------------------------------------------------------
-def pad_sequences(seqs: Sequence[np.ndarray | None], dim: int | None = None,
-                  max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``[T_i, D]`` arrays (``None`` = absent) -> ``(X [N, T, D] float32, lengths [N] int64)``.
-
-    ``T`` is the longest length (at most ``max_steps``; a longer sequence is decimated to its
-    nearest ``max_steps`` frames so the whole span stays covered). Padded steps are zero and never
-    read by a model that honours the mask."""
-    if dim is None:
-        dims = {int(s.shape[-1]) for s in seqs if s is not None}
-        if len(dims) > 1:
-            raise ValueError(f"sequences of different widths {sorted(dims)} cannot be padded together")
-        dim = dims.pop() if dims else 0
-    fitted = []
-    for s in seqs:
-        if s is None or len(s) == 0:
-            fitted.append(None)
-            continue
-        s = np.asarray(s, dtype=np.float32)
-        if s.ndim == 1:
-            s = s[None]
-        if max_steps is not None and len(s) > max_steps:
-            s = resample(s, max_steps, "nearest")
-        fitted.append(s)
-    lengths = np.array([0 if s is None else len(s) for s in fitted], dtype=np.int64)
-    T = int(lengths.max()) if len(lengths) else 0
-    X = np.zeros((len(fitted), max(T, 1), dim), np.float32)
-    for i, s in enumerate(fitted):
-        if s is not None:
-            X[i, :len(s)] = s
-    return X, lengths
-
-
-def step_mask(lengths: np.ndarray, T: int) -> np.ndarray:
-    """``[N, T]`` bool: True where a step is real."""
-    return np.arange(T)[None, :] < np.asarray(lengths)[:, None]
-
-
-def masked_mean(X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Mean over the real steps of each row: ``[N, T, D] -> [N, D]`` (zero for length 0)."""
-    mask = step_mask(lengths, X.shape[1])[..., None].astype(np.float32)
-    total = (X * mask).sum(1, dtype=np.float64)
-    return (total / np.maximum(lengths, 1)[:, None]).astype(np.float32)
 
 
 # --- alignment ----------------------------------------------------------------------------
-def resample(seq: np.ndarray, target: int, method: str = "auto") -> np.ndarray:
-    """``[T, D] -> [target, D]`` on the same time span.
-
-    ``linear``: linear interpolation at ``target`` evenly spaced positions over ``[0, T-1]``
-    (the first and last frames are kept exactly); ``nearest``: the frames at the rounded positions
-    of ``linspace(0, T-1, target)`` (decimation when shrinking, repetition when stretching);
-    ``auto``: linear when stretching, nearest when shrinking (ABAW6's audio-to-video rule)."""
-    if method not in ALIGN_METHODS:
-        raise ValueError(f"alignment method must be one of {ALIGN_METHODS}, got {method!r}")
-    seq = np.asarray(seq, dtype=np.float32)
-    T = len(seq)
-    if target < 1:
-        raise ValueError(f"cannot resample to {target} steps")
-    if T == 0:
-        raise ValueError("cannot resample an empty sequence")
-    if T == target:
-        return seq.copy()
-    if method == "auto":
-        method = "linear" if T < target else "nearest"
-    pos = np.linspace(0.0, T - 1, target)
-    if method == "nearest":
-        return seq[np.rint(pos).astype(np.int64)]
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, T - 1)
-    w = (pos - lo).astype(np.float32)[:, None]
-    return seq[lo] * (1.0 - w) + seq[hi] * w
-
-
-def align_lengths(lengths: Mapping[str, np.ndarray], to: str | int) -> np.ndarray:
-    """Per-sample target length: that of modality ``to`` where it is present, else the longest of
-    the present modalities (so a sample missing the reference still aligns its others); an int
-    is a fixed number of steps for every sample."""
-    if isinstance(to, (int, np.integer)):
-        n = len(next(iter(lengths.values())))
-        return np.full(n, int(to), np.int64)
-    if to not in lengths:
-        raise KeyError(f"cannot align to {to!r}: frame-level modalities are {sorted(lengths)}")
-    longest = np.max(np.stack(list(lengths.values())), axis=0)
-    ref = lengths[to]
-    return np.where(ref > 0, ref, longest)
-
-
-def align_padded(X: np.ndarray, lengths: np.ndarray, targets: np.ndarray, method: str = "auto"
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample each present row of a padded ``[N, T, D]`` to ``targets[i]`` steps; absent rows
-    stay absent (length 0)."""
-    seqs = [resample(X[i, :lengths[i]], int(targets[i]), method) if lengths[i] > 0 and targets[i] > 0 else None
-            for i in range(len(X))]
-    return pad_sequences(seqs, dim=X.shape[-1])
 
 
 # --- windowing ----------------------------------------------------------------------------
@@ -168,10 +78,36 @@ def window_spans(length: int, size: int, hop: int) -> list[tuple[float, float]]:
 
 def cut_span(seq: np.ndarray, a: float, b: float) -> np.ndarray:
     """The part of ``[T, D]`` between fractions ``a`` and ``b`` of its span (at least one step)."""
-    T = len(seq)
+    lo, hi = span_rows(len(seq), a, b)
+    return seq[lo:hi]
+
+
+def span_rows(T: int, a: float, b: float) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of :func:`cut_span`."""
     lo = min(int(np.floor(a * T + 1e-9)), T - 1)
     hi = max(int(np.ceil(b * T - 1e-9)), lo + 1)
-    return seq[lo:hi]
+    return lo, hi
+
+
+def time_bounds(ref_times: np.ndarray, start: int, stop: int) -> tuple[float, float]:
+    """The time span ``[lo, hi)`` of reference steps ``[start, stop)``: half way to the steps
+    before and after (open-ended at the ends), so consecutive windows share their boundaries."""
+    T = len(ref_times)
+    lo = -np.inf if start <= 0 else (ref_times[start - 1] + ref_times[start]) / 2.0
+    hi = np.inf if stop >= T else (ref_times[stop - 1] + ref_times[stop]) / 2.0
+    return float(lo), float(hi)
+
+
+def rows_in_time(times: np.ndarray, lo: float, hi: float) -> tuple[int, int]:
+    """Rows ``[a, b)`` of a stream whose (non-decreasing) ``times`` lie in ``[lo, hi)``; when none
+    does, the one row nearest the middle of the span (a window always has a step of each stream)."""
+    a, b = int(np.searchsorted(times, lo, "left")), int(np.searchsorted(times, hi, "left"))
+    if b > a:
+        return a, b
+    finite = [v for v in (lo, hi) if np.isfinite(v)]
+    mid = sum(finite) / len(finite) if finite else float(times[0])
+    k = int(np.argmin(np.abs(times - mid)))
+    return k, k + 1
 
 
 class WindowPlan:
@@ -209,11 +145,10 @@ class WindowPlan:
 def window_bundle(bundle, size: int, hop: int, reference: str | None = None):
     """Cut every frame-level stream of ``bundle`` into windows of ``size`` steps every ``hop``
     (:func:`window_starts`) on the ``reference`` stream (default: each sample's longest stream);
-    other frame-level streams are cut at the same fractions of their span (:func:`cut_span`), so
-    unaligned streams stay in step; utterance-level rows repeat. Returns the windowed
-    :class:`~mer.data.bundle.FeatureBundle` (rows ``<name>#w<k>``) and its :class:`WindowPlan`."""
-    from .bundle import FeatureBundle, ModalityFeatures
-
+    other frame-level streams are cut at the same time span where both have step times
+    (:func:`time_bounds`, :func:`rows_in_time`), else at the same fractions of their span
+    (:func:`cut_span`), so unaligned streams stay in step; utterance-level rows repeat. Returns the
+    windowed :class:`~mer.data.bundle.FeatureBundle` (rows ``<name>#w<k>``) and its :class:`WindowPlan`."""
     seq = {m: f for m, f in bundle.modalities.items() if f.is_sequence}
     n = len(bundle)
     if reference is not None and reference not in seq:
@@ -221,9 +156,11 @@ def window_bundle(bundle, size: int, hop: int, reference: str | None = None):
     owner, starts, lengths, names = [], [], [], []
     ref_len = np.zeros(n, np.int64)
     spans: list[list[tuple[float, float]]] = []
+    refs: list[str | None] = []
     for i in range(n):
         lens = {m: int(f.lengths[i]) for m, f in seq.items()}
         ref = reference or (max(lens, key=lambda m: lens[m]) if lens else None)
+        refs.append(ref)
         T = lens.get(ref, 0) if ref else 0
         ref_len[i] = T
         sp, st = window_spans(T, size, hop), window_starts(T, size, hop)   # one window when T <= size
@@ -239,13 +176,27 @@ def window_bundle(bundle, size: int, hop: int, reference: str | None = None):
         if not f.is_sequence:
             mods[m] = f.rows(owner_arr)
             continue
-        pieces = []
+        pieces, piece_times = [], []
         for i, sp in enumerate(spans):
             L = int(f.lengths[i])
-            for a, b in sp:
-                pieces.append(cut_span(f.X[i, :L], a, b) if L > 0 else None)
+            own = f.step_times(i)
+            ref = refs[i]
+            ref_times = seq[ref].step_times(i) if ref is not None and ref != m else None
+            T = int(ref_len[i])
+            for k, (a, b) in enumerate(sp):
+                if L == 0:
+                    pieces.append(None)
+                    piece_times.append(None)
+                    continue
+                if own is not None and ref_times is not None:
+                    start = int(round(a * T))
+                    lo, hi = rows_in_time(own, *time_bounds(ref_times, start, min(start + size, T)))
+                else:
+                    lo, hi = span_rows(L, a, b)
+                pieces.append(f.X[i, lo:hi])
+                piece_times.append(None if own is None else own[lo:hi])
         X, lens = pad_sequences(pieces, dim=f.dim)
-        mods[m] = ModalityFeatures(X, lens > 0, f.source, lens)
+        mods[m] = ModalityFeatures(X, lens > 0, f.source, lens, pad_times(piece_times, lens, X.shape[1]))
     return FeatureBundle(names, mods), WindowPlan(owner_arr, np.asarray(starts, np.int64),
                                                   np.asarray(lengths, np.int64), ref_len)
 
@@ -273,20 +224,21 @@ def frame_reference(bundle) -> str:
 # --- from the cache and the config ---------------------------------------------------------
 def load_frame_features(entry, names: Sequence[str], max_steps: int | None = None):
     """A frame-level cache entry's rows for ``names`` as padded
-    :class:`~mer.data.bundle.ModalityFeatures` (absent names: length 0, masked)."""
-    from .bundle import ModalityFeatures
-
-    rows = entry.load(names)
+    :class:`~mer.data.bundle.ModalityFeatures` (absent names: length 0, masked), with their step
+    times where the entry recorded them (``times`` None when no row has any)."""
+    rows, times = entry.load_rows(names)
     X, lengths = pad_sequences([rows.get(n) for n in names], dim=entry.dim(),
                                max_steps=int(max_steps) if max_steps else None)
-    return ModalityFeatures(X, lengths > 0, entry.path.name, lengths)
+    return ModalityFeatures(X, lengths > 0, entry.path.name, lengths,
+                            pad_times([times.get(n) for n in names], lengths, X.shape[1]))
 
 
 class SequenceSettings:
     """What the config's ``sequence`` node asks of frame-level streams: ``max_steps`` (longer
     sequences decimated to their nearest frames on loading), ``align`` (``null``: each modality
-    on its own time base; a stream name: that stream's length per sample; a number: that many
-    steps) and ``method`` (``auto``/``linear``/``nearest``)."""
+    on its own time base; a stream name: that stream's steps per sample, each stream taken at
+    their times where both have step times, else by share of length; a number: that many steps)
+    and ``method`` (``auto``/``linear``/``nearest``)."""
 
     def __init__(self, max_steps: int | None = None, align: str | int | None = None, method: str = "auto") -> None:
         if method not in ALIGN_METHODS:

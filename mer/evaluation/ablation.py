@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mer.evaluation.reports import fusion_label, results_table
 
 METRICS = ("wf1", "combined", "acc", "mse")
 
@@ -74,15 +76,13 @@ def load_folder(root: str | Path) -> list[RunRecord]:
 
 def load_mlflow(experiment: str, tracking_uri: str | None = None) -> list[RunRecord]:
     """Every finished run of an MLflow experiment that logged a ``results.json`` artifact."""
-    import tempfile
-
-    import mlflow
+    import mlflow  # deferred: loads mlflow only when used
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         known = [e.name for e in client.search_experiments()]
-        from mer.redact import mask_secrets
+        from mer.core.redact import mask_secrets
 
         where = mask_secrets(client._tracking_client.tracking_uri)
         raise SystemExit(f"no MLflow experiment {experiment!r} in {where} (have: {known})")
@@ -116,8 +116,6 @@ def cells(records: Iterable[RunRecord]) -> list[Cell]:
     """Rows of every run grouped by (features of the row's streams, modalities, fusion model); a
     single stream's cell is ``-`` for fusion and holds the runs of every fusion model (each
     model's encoder and heads on that stream count as runs of their own, see ``models``)."""
-    from mer.evaluation.reports import fusion_label
-
     out: dict[tuple, Cell] = {}
     seen: set[tuple] = set()
     for rec in records:
@@ -175,8 +173,6 @@ def table(cell_list: Sequence[Cell], metrics: Sequence[str] = ("wf1", "combined"
 
 
 def markdown(df: pd.DataFrame, metrics: Sequence[str] = ("wf1", "combined")) -> str:
-    from mer.evaluation.reports import results_table
-
     rows = []
     for _, r in df.iterrows():
         row = {"features": r["features"], "modalities": r["modalities"], "fusion": r["fusion"],
@@ -221,10 +217,10 @@ def contributions(df: pd.DataFrame, metric: str = "wf1") -> pd.DataFrame:
 
 
 def _figure(width: float, height: float):
-    import matplotlib
+    import matplotlib  # deferred: loads matplotlib only when used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: loads matplotlib only when used
 
     return plt.subplots(figsize=(width, height))
 
@@ -239,7 +235,7 @@ def plot_bars(df: pd.DataFrame, path: Path, metric: str = "wf1") -> Path:
     ax.set_xlabel(f"CV {metric} (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: loads matplotlib only when used
 
     plt.close(fig)
     return path
@@ -261,7 +257,7 @@ def plot_contributions(contrib: pd.DataFrame, path: Path, metric: str = "wf1") -
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: loads matplotlib only when used
 
     plt.close(fig)
     return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -87,8 +88,8 @@ def plot_confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, classes: Sequenc
     """
     # Figure + Agg canvas instead of pyplot: no global figure state to leak, and no GUI backend
     # is needed on headless machines.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: loads matplotlib only when used
+    from matplotlib.figure import Figure  # deferred: loads matplotlib only when used
 
     n = len(classes)
     counts = confusion_matrix(_to_indices(y_true, classes), _to_indices(y_pred, classes), n)
@@ -180,8 +181,8 @@ def _format_cell(value: Any, float_digits: int) -> str:
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: loads matplotlib only when used
+    from matplotlib.figure import Figure  # deferred: loads matplotlib only when used
 
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
@@ -199,8 +200,6 @@ def plot_robustness_curve(curves: Mapping[str, Mapping[str, float]], path: str |
     ``blur<f>`` and ``mixed`` (see :mod:`mer.data.corrupt`). Left: score against the SNR of the
     speech noise (clean at the right end); right: against the blur factor (1 = clean); the
     organisers' ``mixed`` draw is a dashed level in both."""
-    import re
-
     fig = _figure(10.5, 4.2)
     ax_snr, ax_blur = fig.subplots(1, 2, sharey=True)
     snrs = sorted({int(m[1]) for c in curves.values() for k in c if (m := re.fullmatch(r"snr(-?\d+)", k))})
@@ -234,7 +233,7 @@ def plot_robustness_curve(curves: Mapping[str, Mapping[str, float]], path: str |
         ax.grid(alpha=0.3)
     handles, labels = ax_snr.get_legend_handles_labels()
     if any("mixed" in c for c in curves.values()):
-        from matplotlib.lines import Line2D
+        from matplotlib.lines import Line2D  # deferred: loads matplotlib only when used
 
         handles.append(Line2D([], [], color="grey", ls="--"))
         labels.append("mixed (SNR 5-10 dB, blur x1/x2/x4)")

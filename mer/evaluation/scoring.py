@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import emotion_metrics
+from .metrics import LOWER_IS_BETTER, abaw_expr_score, ccc, emotion_metrics, mse, sentiment_metrics
 
 
 def score_predictions(y_true: np.ndarray, probs: np.ndarray, v_true: np.ndarray | None = None,
@@ -34,8 +34,6 @@ def score_predictions(y_true: np.ndarray, probs: np.ndarray, v_true: np.ndarray 
 
 def score_sentiment(v_true, v_pred, valence_range) -> dict[str, float]:
     """Sentiment metrics and ``mse`` over the rows with a known true valence; ``{}`` when none."""
-    from .metrics import mse, sentiment_metrics
-
     if v_true is None or v_pred is None:
         return {}
     known = np.isfinite(v_true)
@@ -50,8 +48,6 @@ def score_targets(targets, outputs, v_true=None) -> dict[str, float]:
     ``valence_ccc`` and ``arousal_ccc`` (CCC over rows with a known value), ``va_ccc`` (their mean,
     the ABAW VA score) and ``frame_f1`` (ABAW Expr: macro-F1 over every annotated frame and all
     classes). ``targets``: a split's ``targets``; ``outputs``: the estimator's predictions."""
-    from .metrics import abaw_expr_score, ccc
-
     out: dict[str, float] = {}
     for name, truth in (("valence", v_true), ("arousal", targets.get("arousal"))):
         pred = outputs.get(name)
@@ -82,8 +78,6 @@ def score_for_selection(metric: str, y_true, probs, v_true=None, v_pred=None, *,
     ``outputs`` / ``targets``: ``frame_f1``, ``arousal_ccc``, ``valence_ccc``, ``va_ccc``; for
     sentiment data (``valence_range``) any of :data:`mer.evaluation.metrics.SENTIMENT_METRICS`.
     Scores where less is better (``mse``, ``mae``) are negated."""
-    from .metrics import LOWER_IS_BETTER
-
     if outputs is not None:
         scores = score_outputs(y_true, outputs, v_true, targets, valence_range)
     else:

@@ -17,15 +17,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from mer.setup_env import configure_environment
+from mer.core.env import configure_environment
+from mer.ov.groupers import build_grouper
+from mer.ov.io import parse_openset_wheel, read_openset_csv, validate_openset_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WHEEL = REPO.parent / "shared" / "data" / "emotion-wheel"
 
 
 def _grouper(args):
-    from mer.ov.groupers import build_grouper
-
     if args.grouper == "official_cache":
         if not args.groupings:
             raise SystemExit("--grouper official_cache needs --groupings openset-synonym.zip")
@@ -67,8 +67,6 @@ def main(argv=None) -> int:
     val.add_argument("--names", help="expected names: a CSV with a name column or one per line")
     val.add_argument("--no-empty", action="store_true", help="also report empty predictions")
     args = ap.parse_args(argv)
-
-    from mer.ov.io import parse_openset_wheel, read_openset_csv, validate_openset_file
 
     try:
         if args.command == "validate":
@@ -116,6 +114,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from mer.errors import run_cli
+    from mer.core.errors import run_cli
 
     run_cli(main)

@@ -1,7 +1,9 @@
 """Synonym groupers for the MER2024 OV metric: who decides that two words mean the same.
 
 Registered by name (``GROUPERS``; ``build_grouper(name, **options)``), and every score names its
-grouper, because the MER2024 metric is only defined together with one:
+grouper, because the MER2024 metric is only defined together with one. Each grouper class also
+reads its own options from a ``track=ov`` config (:meth:`BaseGrouper.from_track`), so a new
+grouper is one class here and nothing else:
 
 ``official_cache``
     The organisers' per-sample LLM groupings (``openset-synonym.zip``, one ``.npy`` string per
@@ -29,14 +31,25 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mer.core.config import option
 from mer.ov.lexicon import BROAD_FAMILIES, builtin_heads, lemmatize, normalise
-from mer.registry import Registry
+from mer.core.registry import Registry
 
-GROUPERS: Registry[Callable[..., "BaseGrouper"]] = Registry("OV grouper")
+GROUPERS: Registry[type["BaseGrouper"]] = Registry("OV grouper")
+
+
+def resolve_path_option(value: Any, default: Path | None) -> Path | None:
+    """A path option of the ``track=ov`` config: ``None``/``""``/``"none"``/``False`` -> None;
+    ``"auto"`` -> ``default`` where it exists (else None); anything else is the path itself."""
+    if value in (None, "", "none", False):
+        return None
+    if value == "auto":
+        return default if default is not None and default.exists() else None
+    return Path(str(value)).expanduser()
 
 
 def parse_groups(text: str) -> list[list[str]]:
@@ -56,6 +69,15 @@ def parse_groups(text: str) -> list[list[str]]:
 
 class BaseGrouper:
     name = "base"
+
+    @classmethod
+    def from_track(cls, track: Mapping[str, Any], gold_folder: Path | None) -> "BaseGrouper | str":
+        """This grouper as a ``track=ov`` config asks for it, or a string saying why it is skipped.
+
+        ``gold_folder`` is the folder of ``track.gold`` (None without one), where release files
+        beside the ground truth are looked for. Default: ``track.grouper_options.<name>`` as
+        keyword arguments."""
+        return cls(**dict((track.get("grouper_options") or {}).get(cls.name) or {}))
 
     def group(self, sample: str, gt: Sequence[str], pred: Sequence[str]) -> list[list[str]]:
         raise NotImplementedError
@@ -81,6 +103,16 @@ class OfficialCacheGrouper(BaseGrouper):
     Members are loaded with ``allow_pickle=False`` (each holds one unicode string)."""
 
     name = "official_cache"
+
+    @classmethod
+    def from_track(cls, track, gold_folder):
+        """``track.official_groupings`` (``auto``: ``openset-synonym.zip`` beside the gold file);
+        skipped when there is none."""
+        path = resolve_path_option(option(track, "official_groupings", "track"),
+                                   gold_folder / "openset-synonym.zip" if gold_folder else None)
+        if path is None or not path.exists():
+            return "no official groupings (track.official_groupings)"
+        return cls(path=path)
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path).expanduser()
@@ -139,6 +171,13 @@ class OfflineGrouper(BaseGrouper):
     """
 
     name = "offline"
+
+    @classmethod
+    def from_track(cls, track, gold_folder):
+        """``track.wheel_dir`` (``auto``: ``emotion-wheel/`` beside the gold file's folder when
+        there; null: the built-in lexicon only)."""
+        return cls(wheel_dir=resolve_path_option(option(track, "wheel_dir", "track"),
+                                                 gold_folder.parent / "emotion-wheel" if gold_folder else None))
 
     def __init__(self, wheel_dir: str | os.PathLike | None = None, use_builtin: bool = True,
                  granularity: str = "broad") -> None:
@@ -250,7 +289,7 @@ class ChatClient:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         url = f"{self.base_url}/chat/completions"
-        from mer.redact import mask_secrets
+        from mer.core.redact import mask_secrets
 
         shown = mask_secrets(url)                   # messages never carry a password in the URL
         last: Exception | None = None
@@ -342,7 +381,7 @@ class LLMGrouper(BaseGrouper):
         self.n_unparsed = 0
 
     def describe(self) -> str:
-        from mer.redact import mask_secrets
+        from mer.core.redact import mask_secrets
 
         return f"llm ({self.client.model} at {mask_secrets(self.client.base_url)})"
 
@@ -364,16 +403,3 @@ class LLMGrouper(BaseGrouper):
 def build_grouper(name: str, **options) -> BaseGrouper:
     """``build_grouper("offline", wheel_dir=...)``; unknown names list the known ones."""
     return GROUPERS.get(name)(**options)
-
-
-def default_grouper_options(name: str, shared_data: str | os.PathLike | None) -> dict:
-    """Options that point a grouper at the MER release files under a data folder (``../shared/data``
-    style: ``mer2024-ov/openset-synonym.zip``, ``emotion-wheel/``) when they are there."""
-    if shared_data is None:
-        return {}
-    root = Path(shared_data)
-    if name == "official_cache":
-        return {"path": root / "mer2024-ov" / "openset-synonym.zip"}
-    if name == "offline" and (root / "emotion-wheel" / "format.csv").is_file():
-        return {"wheel_dir": root / "emotion-wheel"}
-    return {}

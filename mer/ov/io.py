@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from mer.cache.store import atomic_write_bytes
+from mer.core.io import atomic_write_bytes
 from submissions.validate import PROBLEM_KINDS, Problem, _read_csv, expected_name_list, preview
 
 NAME_COLUMN = "name"

@@ -29,9 +29,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from feature_extractors.base import build_extractor
 from mer.ov.groupers import ChatClient, JsonlCache, OfflineGrouper
 from mer.ov.io import parse_openset
 from mer.ov.lexicon import normalise
+from mer.ov.metric import mer2024_ov_score
 
 DEFAULT_CLASS_WORDS: dict[str, tuple[str, ...]] = {
     "neutral": ("calm",), "angry": ("angry",), "happy": ("happy",), "sad": ("sad",),
@@ -77,9 +79,9 @@ class MultiLabelOVPredictor:
         self.seed = seed
 
     def fit(self, X: np.ndarray, words: Sequence[Sequence[str]]) -> "MultiLabelOVPredictor":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.multiclass import OneVsRestClassifier
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.linear_model import LogisticRegression  # deferred: loads sklearn only when used
+        from sklearn.multiclass import OneVsRestClassifier  # deferred: loads sklearn only when used
+        from sklearn.preprocessing import StandardScaler  # deferred: loads sklearn only when used
 
         keys_per_sample = [{self.key(w) for w in ws} for ws in words]
         counts = Counter(k for ks in keys_per_sample for k in ks)
@@ -128,9 +130,7 @@ class MultiLabelOVPredictor:
                ks=(1, 2, 3, 4), thresholds=(0.05, 0.1, 0.2, 0.3, 0.5), n_splits: int = 3
                ) -> "MultiLabelOVPredictor":
         """Choose ``k``/``threshold`` by inner CV (MER2024 score under ``grouper``), then fit."""
-        from sklearn.model_selection import KFold
-
-        from mer.ov.metric import mer2024_ov_score
+        from sklearn.model_selection import KFold  # deferred: loads sklearn only when used
 
         names = list(names)
         gold = {n: list(w) for n, w in zip(names, words)}
@@ -154,8 +154,6 @@ class MultiLabelOVPredictor:
 
 def load_text_encoder():
     """The offline all-MiniLM-L6-v2 encoder, loaded the way the ``minilm`` extractor loads it."""
-    from feature_extractors.base import build_extractor
-
     encoder = build_extractor("minilm", {})
     encoder.setup("cpu")
     return encoder

@@ -18,6 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from feature_extractors.base import build_extractor
+from mer.cache.store import FeatureStore
+from mer.core.samples import MER_CLASSES
+from mer.data.prepare_mer2023 import prepare_mer2023
+
 DATASETS = ("digits", "mer2023")
 
 
@@ -35,7 +40,7 @@ def default_cache_dir() -> Path:
 
 
 def load_digits_set() -> FeatureSet:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: loads sklearn only when used
 
     X, y = load_digits(return_X_y=True)
     return FeatureSet(X.astype(np.float32), y.astype(np.int64), tuple(str(i) for i in range(10)),
@@ -46,11 +51,7 @@ def mer2023_lexical(root: str | os.PathLike, cache_dir: str | os.PathLike | None
                     names: list[str] | None = None, labelled_only: bool = True,
                     progress: bool = False) -> FeatureSet:
     """MiniLM features of MER2023 samples (training split by default; ``names`` picks others)."""
-    from feature_extractors.base import build_extractor
-    from mer.cache.fill import fill_entry
-    from mer.cache.store import FeatureStore
-    from mer.data.manifest import MER_CLASSES
-    from mer.data.prepare_mer2023 import prepare_mer2023
+    from mer.cache.fill import fill_entry  # deferred: loads tqdm only when used
 
     root = Path(root).expanduser()
     manifest = prepare_mer2023(root, language="english")

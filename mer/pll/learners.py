@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
-from mer.registry import Registry
+from mer.core.registry import Registry
+from mer.training.loop import epoch_steps
+from mer.training.standardize import mean_and_scale
 
 LEARNERS: Registry[Callable[..., "PLLLearner"]] = Registry("partial-label learner")
 
@@ -122,8 +124,7 @@ class PLLLearner(BaseEstimator, ClassifierMixin):
         torch.manual_seed(self.seed)
         self._rng = np.random.default_rng(self.seed)
         self._gen = torch.Generator().manual_seed(self.seed + 1)
-        self.mean_ = X.mean(0)
-        self.scale_ = X.std(0) + 1e-6
+        self.mean_, self.scale_ = mean_and_scale(X, add_to_std=1e-6)
         self.n_classes_ = S.shape[1]
         self.classes_ = np.arange(self.n_classes_)
         self._X = self._prep(X)
@@ -144,18 +145,10 @@ class PLLLearner(BaseEstimator, ClassifierMixin):
     def train_epoch(self) -> float:
         """One pass over the training data; returns the mean loss."""
         self._model.train()
-        n = len(self._X)
-        order = torch.randperm(n, generator=self._gen)
-        losses = []
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            loss = self._batch_loss(idx)
-            self._opt.zero_grad()
-            loss.backward()
-            self._opt.step()
-            losses.append(float(loss.detach()))
+        order = torch.randperm(len(self._X), generator=self._gen)
+        steps = epoch_steps(self._opt, order, self.batch_size, self._batch_loss)   # mer's one batch loop
         self.epoch_ += 1
-        return float(np.mean(losses))
+        return float(np.mean([loss for loss, _ in steps]))
 
     def view(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         gen = generator or self._gen

@@ -10,7 +10,8 @@ clips with the official augmentation and a part-window mask.
 * :class:`PretrainClips` -- a ``torch`` dataset: the official TSN-style clip (16 frames, stride 4,
   from a random offset), ``GroupMultiScaleCrop`` (one of 13 fixed positions, side ``min(H, W)``
   times one of (1, .875, .75, .66), aspect distortion of at most one step, resized to 160
-  bilinear), ImageNet normalisation, and a mask from :class:`~.mae_dfer.TubeWindowMaskGenerator`.
+  bilinear), ImageNet normalisation, and a mask from
+  :class:`~feature_extractors.visual.lgi_former.TubeWindowMaskGenerator`.
   Randomness comes from ``(seed, epoch, index)`` alone, so a run is the same whatever the number
   of loader workers.
 """
@@ -28,12 +29,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from feature_extractors.visual.faces import FaceConfig, face_config_from
-from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, LGIFormerConfig
-from mer.cache.store import _atomic_file as atomic_file  # the cache's temp-file-and-rename writer
-from mer.data.manifest import Sample
-
-from .mae_dfer import TubeWindowMaskGenerator
+from feature_extractors.visual.faces import FaceConfig, face_config_from, load_face_clip
+from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, LGIFormerConfig, TubeWindowMaskGenerator
+from feature_extractors.visual.video import read_frames
+from mer.core.failures import no_media_error
+from mer.core.io import atomic_file
+from mer.core.samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,8 @@ def _safe_name(name: str) -> str:
 
 def read_sample_frames(sample: Sample, source: FrameSource) -> np.ndarray:
     """The frames ``source`` takes from ``sample`` (uint8 ``[T, H, W, 3]`` RGB); raises
-    :class:`~feature_extractors.audio.io.MediaError` when there are none."""
-    import cv2
-
-    from feature_extractors.audio.io import no_media_error
-    from feature_extractors.visual.faces import load_face_clip
-    from feature_extractors.visual.video import read_frames
+    :class:`~mer.core.failures.MediaError` when there are none."""
+    import cv2  # deferred: loads cv2 only when used
 
     if source.kind == "face":
         return load_face_clip(sample, source.face).crops
@@ -117,7 +114,7 @@ class FrameStore:
     def prepare(self, samples: Sequence[Sample], num_workers: int = 0, progress: bool = True) -> list[Sample]:
         """Make sure every sample's frames are stored; return the samples that have frames. Those
         without (no face, unreadable media) are logged and appended to ``failures.jsonl``."""
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # deferred: loads tqdm only when used
 
         self.dir.mkdir(parents=True, exist_ok=True)
         todo = [s for s in samples if not self.path(s.name).is_file()]
@@ -248,7 +245,7 @@ class PretrainClips(torch.utils.data.Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        import cv2
+        import cv2  # deferred: loads cv2 only when used
 
         s = self.sampling
         rng = np.random.RandomState(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0])

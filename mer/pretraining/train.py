@@ -41,14 +41,21 @@ import numpy as np
 import torch
 
 from feature_extractors.checkpoints import load_torch_checkpoint
-from feature_extractors.visual.lgi_former import (MAEDFERPretrain, checkpoint_args, checkpoint_filter_fn,
-                                                  count_parameters, create_model, read_checkpoint)
-from mer.cache.store import _atomic_file as atomic_file  # the cache's temp-file-and-rename writer
-from mer.data.manifest import Sample
+from feature_extractors.visual.lgi_former import (
+    MAEDFERPretrain,
+    checkpoint_args,
+    checkpoint_filter_fn,
+    count_parameters,
+    create_model,
+    read_checkpoint,
+    reconstruction_loss,
+    reconstruction_targets,
+)
+from mer.core.io import atomic_file
+from mer.core.samples import Sample
 
 from .clips import ClipSampling, FrameSource, FrameStore, PretrainClips
-from .mae_dfer import (cosine_schedule, param_groups, reconstruction_images, reconstruction_loss,
-                       reconstruction_targets)
+from .mae_dfer import cosine_schedule, param_groups, reconstruction_images
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +221,7 @@ def pretrain(settings: PretrainSettings, samples: Sequence[Sample], out_dir: str
     ``on_step(global step, {'loss', 'lr'})`` after each optimiser step,
     ``on_epoch(epoch, stats)`` after each epoch, ``on_images(epoch, [png paths])`` after each
     sample reconstruction."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred: loads tqdm only when used
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -347,7 +354,7 @@ def save_reconstructions(model: MAEDFERPretrain, dataset: PretrainClips, folder:
     """The model's reconstruction of one fixed training clip (the first sample as drawn in epoch
     0: same crop and mask every time, so images of successive epochs compare) as PNG images:
     ``epoch-<e>-appearance.png`` and ``epoch-<e>-motion.png``."""
-    import cv2
+    import cv2  # deferred: loads cv2 only when used
 
     epoch_then = dataset.epoch
     dataset.set_epoch(0)

@@ -1,29 +1,58 @@
-"""Track strategies: the objective is a swappable object; the loop never branches on the track.
+"""Tracks: a strategy per track family, and the hooks the one run calls.
 
-A strategy owns the loss (``loss(outputs, batch)``), how one fold is fitted (``fit_fold``:
-supervised fits the labelled rows; the noise strategy adds corrupted copies, self-training adds
-pseudo-labels), optionally a batch augmentation the loop applies (``augment``), and how the
-cross-validation protocol runs over a :class:`TrackData` (``cross_validate``: once for most
-strategies, in rounds for self-training). It is looked up by name from the track config
-(``track.strategy: supervised``).
+:func:`mer.pipeline.run` walks every track the same way and calls only a strategy's hooks::
+
+    strategy.check(manifest)                  before any feature is extracted
+    data = strategy.prepare(ctx)              TrackData: splits, pools, hidden labels, corrupted
+                                              conditions, candidate sets, OV targets...
+    evaluation = strategy.evaluate(ctx, data) the CV protocol on seeded stratified folds; every
+                                              fold is reported to ``ctx.on_fold`` (tuning prunes)
+    strategy.write_outputs(ctx, data, evaluation) -> TrackOutcome
+                                              predictions, submissions, tables, plots
+
+A strategy is also the objective its folds train with (:class:`mer.training.objective.Objective`:
+``loss``, ``augment``, ``fit_fold``). The supervised family (:mod:`mer.tracks.supervised`:
+supervised, noise-robust, self-training) trains the fusion estimator; open-vocabulary and
+partial-label strategies train their own scikit-learn-contract estimators on the same folds
+(:func:`mer.training.cv.stratified_folds`). A new track is one module here that registers its
+strategy (``@STRATEGIES.register("name")``), plus its ``conf/track/<name>.yaml``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from mer.registry import Registry
+from mer.core.registry import Registry
+from mer.training.cv import run_seeds
 from mer.training.data import Split
+from mer.training.objective import Objective
 
-STRATEGIES: Registry[type["Strategy"]] = Registry("track strategy")
-RUNNERS: Registry[Any] = Registry("track runner")
-"""Tracks with a protocol of their own (open vocabulary, partial labels): ``runner(cfg, out_dir) ->
-RunResult``, named by ``runner:`` in the track config; ``mer.pipeline.run`` hands such a config over."""
+STRATEGIES: Registry[type["Strategy"]] = Registry("track strategy", package="mer.tracks")
+"""Every module of ``mer/tracks/`` registers its strategies here; configs name them
+(``track.strategy: noise_robust``)."""
+
+FoldReport = Callable[[Mapping[str, Any]], None]
+"""``on_fold(record)``: called after every fold with its scores (``fold``, ``seed``, ``wf1``...);
+it may raise to stop the run (a pruned trial)."""
+
+
+@dataclass
+class TrackOutcome:
+    """What a track's protocol produced: the results table's rows, the metrics to track, the
+    submission files written, the run summary's track-specific part, and extra artifacts."""
+
+    rows: Sequence[Mapping[str, Any]]
+    metrics: Mapping[str, float]
+    submissions: Mapping[str, Path]
+    summary: Mapping[str, Any]
+    artifacts: Sequence[Path] = ()
+    ablation: list[dict[str, Any]] = field(default_factory=list)
+    """The supervised family's settings (per stream and fused), as ``results.json`` keeps them."""
+    notes: list[str] = field(default_factory=list)
+    """Lines the printed summary adds (samples with no input)."""
 
 
 @dataclass
@@ -44,6 +73,9 @@ class TrackData:
     probes: dict[str, Split] = field(default_factory=dict)
     pool: Split | None = None
     pool_truth: np.ndarray | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    """What a strategy's ``prepare`` hands to its ``evaluate`` and ``write_outputs`` beside the
+    splits (the selection metric, samples with no input, the robustness curve's plan...)."""
 
     def select(self, modalities: Sequence[str]) -> "TrackData":
         def sel(s: Split) -> Split:
@@ -51,126 +83,57 @@ class TrackData:
 
         return TrackData(sel(self.train), {k: sel(v) for k, v in self.tests.items()},
                          {k: sel(v) for k, v in self.views.items()}, {k: sel(v) for k, v in self.probes.items()},
-                         sel(self.pool) if self.pool is not None else None, self.pool_truth)
+                         sel(self.pool) if self.pool is not None else None, self.pool_truth, self.extras)
 
 
-class Strategy:
-    name = ""
-    augment = None
-    """Optional ``augment(inputs, present, generator) -> (inputs, present)`` for training batches."""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = dict(options)
-
-    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
-
-    def fit_fold(self, estimator, train, eval_set=None, context: Mapping[str, Any] | None = None):
-        """Fit ``estimator`` on one fold. ``train``/``eval_set`` are :class:`mer.training.data.Split`s."""
-        return estimator.fit(train, eval_set=eval_set, strategy=self)
-
-    # --- the protocol over a track's data -----------------------------------------------------
-    def required_views(self) -> list[str]:
-        """Corrupted conditions of the training split this strategy trains on (built by the pipeline)."""
-        return []
+class Strategy(Objective):
+    """A track family's protocol (module docstring). Subclasses implement :meth:`prepare`,
+    :meth:`evaluate` and :meth:`write_outputs`; the supervised family also overrides the
+    objective (``loss``...)."""
 
     needs_pool = False
     """Whether the strategy needs an unlabelled pool (``track.pool``)."""
 
+    def run_tags(self, cfg) -> dict[str, str]:
+        """Tags of the run beside track and dataset (the supervised family: its fusion model); they
+        name the tracked run too."""
+        return {}
+
+    def check(self, ctx) -> None:
+        """Refuse, before any extraction, a dataset this track cannot learn from (``ctx`` holds the
+        config and the manifest; its features are not loaded yet)."""
+
+    def required_views(self) -> list[str]:
+        """Corrupted conditions of the training split this strategy trains on."""
+        return []
+
+    def prepare(self, ctx) -> TrackData:
+        """The track's data from the run's context (:class:`mer.runs.RunContext`: config,
+        manifest, features, and ``ctx.condition_features`` for corrupted copies)."""
+        raise NotImplementedError(f"{type(self).__name__} does not prepare its data")
+
     def cross_validate(self, estimator, data: TrackData, *, seeds: Sequence[int], n_folds: int,
-                       progress: bool = True, label: str | None = None):
+                       progress: bool = True, label: str | None = None, on_fold: FoldReport | None = None):
         """The CV protocol on ``data``: a :class:`mer.training.cv.MultiSeedResult` whose test
         predictions cover ``data.tests`` and ``data.probes``. ``label`` names the setting on the
-        progress bar (``text+audio | attention``)."""
-        from mer.training.cv import run_seeds
-
+        progress bar (``text+audio | attention``); ``on_fold`` hears every fold."""
         return run_seeds(estimator, data.train, {**data.tests, **data.probes}, seeds=seeds, n_folds=n_folds,
-                         strategy=self, progress=progress, views=data.views, label=label)
+                         strategy=self, progress=progress, views=data.views, label=label, on_fold=on_fold)
+
+    def evaluate(self, ctx, data: TrackData) -> Any:
+        """Run the protocol (CV over ``train.seeds`` x ``train.n_folds``, reporting folds to
+        ``ctx.on_fold``); what it returns goes to :meth:`write_outputs`."""
+        raise NotImplementedError(f"{type(self).__name__} does not evaluate")
+
+    def write_outputs(self, ctx, data: TrackData, evaluation: Any) -> TrackOutcome:
+        """Predictions, submissions, tables and plots of the run; the results' rows and metrics."""
+        raise NotImplementedError(f"{type(self).__name__} writes no outputs")
 
     def report(self, result, data: TrackData, out_dir: Path, classes: Sequence[str], tracker=None
                ) -> dict[str, float]:
-        """Write what this strategy adds to a run's outputs; returns metrics to track."""
+        """What this strategy adds to a supervised-family run's outputs; returns metrics to track."""
         return {}
 
 
-DIMENSION_LOSSES = ("mse", "ccc")
-
-
-@STRATEGIES.register("supervised")
-class SupervisedStrategy(Strategy):
-    """Cross-entropy on the discrete label plus ``valence_weight`` x MSE on valence (MER2023 eq. 8,
-    weights 1:1 by default); rows with unknown valence contribute no valence loss, rows without a
-    class (sentiment data) no cross-entropy.
-
-    Where the data has them: ``arousal_weight`` x the same loss on arousal, and ``frame_weight`` x
-    cross-entropy over every annotated frame of per-frame labels (ABAW Expr). ``dimension_loss``:
-    ``mse`` (MER2023) or ``ccc`` (``1 - CCC`` over the batch, as ABAW VA systems train) for both
-    valence and arousal."""
-
-    name = "supervised"
-
-    def __init__(self, valence_weight: float = 1.0, label_smoothing: float = 0.0, arousal_weight: float = 1.0,
-                 frame_weight: float = 1.0, dimension_loss: str = "mse", **options: Any) -> None:
-        super().__init__(**options)
-        if dimension_loss not in DIMENSION_LOSSES:
-            raise ValueError(f"dimension_loss must be one of {DIMENSION_LOSSES}, got {dimension_loss!r}")
-        self.valence_weight = float(valence_weight)
-        self.label_smoothing = float(label_smoothing)
-        self.arousal_weight = float(arousal_weight)
-        self.frame_weight = float(frame_weight)
-        self.dimension_loss = dimension_loss
-
-    def _dimension(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-        known = torch.isfinite(target)
-        if self.dimension_loss == "ccc":
-            from mer.training.losses import ccc_loss
-
-            return ccc_loss(pred, target) if int(known.sum()) >= 2 else None
-        return F.mse_loss(pred[known], target[known]) if known.any() else None
-
-    def loss(self, outputs, batch):
-        w = batch.get("weight")
-        y = batch["y"]
-        known = y >= 0          # sentiment data has no class: valence loss alone
-        loss = outputs["logits"].sum() * 0.0
-        if bool(known.any()):
-            ce = F.cross_entropy(outputs["logits"][known], y[known], reduction="none",
-                                 label_smoothing=self.label_smoothing)
-            loss = (ce * w[known]).sum() / w[known].sum() if w is not None else ce.mean()
-        for key, target, weight in (("valence", "v", self.valence_weight), ("arousal", "a", self.arousal_weight)):
-            if key in outputs and target in batch and weight > 0:
-                term = self._dimension(outputs[key], batch[target])
-                if term is not None:
-                    loss = loss + weight * term
-        if "frame_logits" in outputs and "frames" in batch and self.frame_weight > 0:
-            logits = outputs["frame_logits"]
-            frames = batch["frames"][:, :logits.shape[1]]
-            if frames.shape[1] < logits.shape[1]:
-                frames = F.pad(frames, (0, logits.shape[1] - frames.shape[1]), value=-1)
-            if bool((frames >= 0).any()):
-                loss = loss + self.frame_weight * F.cross_entropy(logits.flatten(0, 1), frames.flatten(),
-                                                                  ignore_index=-1)
-        return loss
-
-
-def load_strategies() -> Registry[type[Strategy]]:
-    """Import every strategy module under ``mer/tracks/`` (they self-register)."""
-    import importlib
-    import pkgutil
-
-    import mer.tracks as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name != "base" and not mod.name.startswith("_"):
-            importlib.import_module(f"mer.tracks.{mod.name}")
-    return STRATEGIES
-
-
 def build_strategy(name: str, **options: Any) -> Strategy:
-    return load_strategies().get(name)(**options)
-
-
-def get_runner(name: str):
-    """The registered track runner ``name`` (``runner:`` in a track config)."""
-    load_strategies()
-    return RUNNERS.get(name)
+    return STRATEGIES.get(name)(**options)

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 
+from mer.training.cv import run_seeds
 from mer.training.data import Split, concat_splits, renamed
 
-from .base import STRATEGIES, SupervisedStrategy, TrackData
+from .base import STRATEGIES, TrackData
+from mer.tracks.supervised import SupervisedStrategy
 
 
 def _same_rows(view: Split, like: Split) -> Split:
@@ -63,16 +64,15 @@ class NoiseRobustStrategy(SupervisedStrategy):
     def required_views(self) -> list[str]:
         return list(self.train_on)
 
-    def cross_validate(self, estimator, data: TrackData, *, seeds, n_folds, progress=True, label=None):
-        from mer.training.cv import run_seeds
-
+    def cross_validate(self, estimator, data: TrackData, *, seeds, n_folds, progress=True, label=None,
+                       on_fold=None):
         missing = [c for c in self.train_on if c not in data.views]
         if missing:
             raise ValueError(f"train_on names {missing}, but the data has views {sorted(data.views)}; "
                              "the pipeline builds the views a strategy requires (required_views)")
         return run_seeds(estimator, data.train, {**data.tests, **data.probes}, seeds=seeds, n_folds=n_folds,
                          strategy=self, progress=progress, views=data.views, context={"views": data.views},
-                         label=label)
+                         label=label, on_fold=on_fold)
 
     def fit_fold(self, estimator, train, eval_set=None, context: Mapping[str, Any] | None = None):
         views = (context or {}).get("views") or {}
@@ -110,41 +110,3 @@ class NoiseRobustStrategy(SupervisedStrategy):
 # --- the robustness curve ---------------------------------------------------------------------
 
 
-def curve_conditions(node: Mapping[str, Any] | None) -> list[str]:
-    """The conditions of a robustness curve from ``track.robustness``: ``snr<k>`` per SNR,
-    ``blur<f>`` per blur factor above 1, and ``mixed`` when asked."""
-    node = dict(node or {})
-    out = [f"snr{int(k)}" for k in node.get("snr_db") or []]
-    out += [f"blur{int(f)}" for f in node.get("blur_factors") or [] if int(f) > 1]
-    if node.get("mixed", True):
-        out.append("mixed")
-    return out
-
-
-def robustness_curve(result, data: TrackData, split: str, conditions: Sequence[str], train_split: str,
-                     metric: str = "wf1") -> dict[str, float]:
-    """``{'clean': score, '<condition>': score, ...}`` of ``result`` on ``split``: the fold
-    ensemble's test predictions of ``split`` and of its probes ``<split>@<condition>``, or the
-    pooled out-of-fold predictions of the training split and its views."""
-    from mer.evaluation.scoring import score_predictions
-
-    if split == train_split:
-        summary = result.summary()
-        out = {"clean": summary[f"oof_{metric}"]["mean"]}
-        out.update({c: summary[f"oof_{c}_{metric}"]["mean"] for c in conditions
-                    if f"oof_{c}_{metric}" in summary})
-        return out
-    preds = result.test_predictions()
-
-    def score(s: Split, name: str) -> float | None:
-        p = preds.get(name)
-        if p is None:
-            return None
-        return score_predictions(s.y, p.probs, s.v, p.valence).get(metric)
-
-    out = {"clean": score(data.tests[split], split)}
-    for c in conditions:
-        probe = data.probes.get(f"{split}@{c}")
-        if probe is not None:
-            out[c] = score(probe, f"{split}@{c}")
-    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}

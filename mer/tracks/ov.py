@@ -1,13 +1,14 @@
-"""MER-OV track runner (``track=ov``): open-vocabulary emotion words, cross-validated and submitted.
+"""MER-OV track (``track=ov``): open-vocabulary emotion words, cross-validated and submitted.
 
 The labelled OV set is the ground truth ``track.gold`` (a ``name,openset`` file whose names are
 samples of the dataset, e.g. MER2024's ``check-openset.csv``: 332 MER2023 training samples). On
 the demo corpus, which has no OV labels, :func:`demo_ov_gold` derives them from the generator's
 own record of each clip (``demo-cues.csv``, see below).
 
-Protocol: seeded K folds (``train.n_folds``, one split per seed of ``train.seeds``) over the
-labelled OV samples; every predictor is fitted on the training folds only and predicts the held-out
-fold, so every score is out-of-fold:
+Protocol: seeded stratified K folds (``train.n_folds``, one split per seed of ``train.seeds``;
+:func:`mer.training.cv.stratified_folds` on the samples' discrete class) over the labelled OV
+samples; every predictor is fitted on the training folds only and predicts the held-out fold, so
+every score is out-of-fold:
 
 ``probabilities``  a 6-class logistic regression on the run's features (:class:`FlatFeatures`),
                    trained on every labelled training clip *except* the held-out fold, its class
@@ -52,8 +53,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mer.tracks._common import FlatFeatures, finish, mean_std, safe_name, track_run
-from mer.tracks.base import RUNNERS
+from mer.tracks._common import FlatFeatures, mean_std, safe_name
+from mer.tracks.base import STRATEGIES, Strategy, TrackData, TrackOutcome
+from mer.training.cv import stratified_folds
+from mer.training.data import Split
 
 log = logging.getLogger("mer")
 
@@ -107,7 +110,7 @@ def load_ov_gold(ctx) -> tuple[dict[str, list[str]], str]:
         try:
             gold = read_openset_csv(path)
         except (TypeError, ValueError) as err:          # the user's ground-truth file
-            from mer.errors import UserError
+            from mer.core.errors import UserError
 
             raise UserError(f"track.gold: {err}") from err
         known = set(manifest.names())
@@ -126,37 +129,21 @@ def load_ov_gold(ctx) -> tuple[dict[str, list[str]], str]:
                      f"(name,openset; names of {manifest.dataset} samples). Only the demo corpus derives its own.")
 
 
-def _resolve(option: Any, default: Path | None) -> Path | None:
-    if option in (None, "", "none", False):
-        return None
-    if option == "auto":
-        return default if default is not None and default.exists() else None
-    return Path(str(option)).expanduser()
-
-
 def build_groupers(cfg, gold_path: str | None) -> tuple[dict[str, Any], dict[str, str]]:
-    """``{name: grouper}`` for the headline and extra groupers; ``{name: why skipped}``."""
-    from mer.ov.groupers import build_grouper
+    """``{name: grouper}`` for the headline and extra groupers; ``{name: why skipped}``. Each
+    grouper class reads its own options from the track config (``from_track``)."""
+    from mer.ov.groupers import GROUPERS
 
     t = cfg.track
     folder = Path(gold_path).parent if gold_path and Path(gold_path).is_file() else None
     names = [str(t.grouper)] + [str(g) for g in (t.get("also_score") or []) if str(g) != str(t.grouper)]
     out, skipped = {}, {}
-    opts = t.get("grouper_options") or {}
     for name in names:
-        if name == "offline":
-            wheel = _resolve(t.get("wheel_dir", "auto"), folder.parent / "emotion-wheel" if folder else None)
-            out[name] = build_grouper("offline", wheel_dir=wheel)
-        elif name == "official_cache":
-            path = _resolve(t.get("official_groupings", "auto"), folder / "openset-synonym.zip" if folder else None)
-            if path is None or not path.exists():
-                skipped[name] = "no official groupings (track.official_groupings)"
-                continue
-            out[name] = build_grouper("official_cache", path=path)
-        elif name == "llm":
-            out[name] = build_grouper("llm", **dict(opts.get("llm") or {}))
+        grouper = GROUPERS.get(name).from_track(t, folder)
+        if isinstance(grouper, str):
+            skipped[name] = grouper
         else:
-            out[name] = build_grouper(name, **dict(opts.get(name) or {}))
+            out[name] = grouper
     return out, skipped
 
 
@@ -205,109 +192,151 @@ class _OVModels:
 
     def fit_predict(self, predictor: str, gold: Mapping[str, list[str]], fit_names: Sequence[str],
                     pred_names: Sequence[str]) -> dict[str, list[str]]:
+        from mer.core.config import option
+
         X, row = self.X, self.row
         Xp = X[[row[n] for n in pred_names]]
         o = self.opts[predictor]
+
+        def opt(key: str) -> Any:           # the defaults live in conf/track/ov.yaml, not here
+            return option(o, key, f"track.predictor_options.{predictor}")
+
         if predictor == "probabilities":
             from sklearn.linear_model import LogisticRegression
             from mer.ov.predictors import ProbabilityVocabularyPredictor
 
             held = set(pred_names)
             rows = [(row[n], y) for n, y in self.train_rows if n not in held]
-            clf = LogisticRegression(C=float(o.get("C", 1.0)), max_iter=2000)
+            clf = LogisticRegression(C=float(opt("C")), max_iter=2000)
             clf.fit(X[[r for r, _ in rows]], [y for _, y in rows])
             probs = np.zeros((len(pred_names), len(self.classes)))
             probs[:, clf.classes_] = clf.predict_proba(Xp)
             return ProbabilityVocabularyPredictor(self.classes, o.get("class_words"),
-                                                  min_prob=float(o.get("min_prob", 0.3)),
-                                                  max_classes=int(o.get("max_classes", 2))).predict(probs, pred_names)
+                                                  min_prob=float(opt("min_prob")),
+                                                  max_classes=int(opt("max_classes"))).predict(probs, pred_names)
         words = [gold[n] for n in fit_names]
         if predictor == "multilabel":
             from mer.ov.predictors import MultiLabelOVPredictor
 
-            m = MultiLabelOVPredictor(key=self.key, min_count=int(o.get("min_count", 3)),
-                                      C=float(o.get("C", 1.0)), seed=self.seed)
+            m = MultiLabelOVPredictor(key=self.key, min_count=int(opt("min_count")),
+                                      C=float(opt("C")), seed=self.seed)
             m.select(X[[row[n] for n in fit_names]], words, list(fit_names), self.headline,
-                     n_splits=int(o.get("inner_folds", 3)))
+                     n_splits=int(opt("inner_folds")))
             return m.predict(Xp, list(pred_names))
         if predictor == "embedding":
             from mer.ov.predictors import EmbeddingSimilarityPredictor, load_text_encoder
 
-            min_count = int(o.get("min_count", 2))
+            min_count = int(opt("min_count"))
             counts = Counter(w.lower() for ws in words for w in dict.fromkeys(ws))
             vocab = sorted(w for w, c in counts.items() if c >= min_count) or sorted(counts)
             if self._encoder is None:
                 self._encoder = load_text_encoder()
-            emb = EmbeddingSimilarityPredictor(vocab, k=int(o.get("k", 2)), encoder=self._encoder)
+            emb = EmbeddingSimilarityPredictor(vocab, k=int(opt("k")), encoder=self._encoder)
             tv = None if self.tv is None else self.tv[[row[n] for n in pred_names]]
             return emb.predict_texts([self.texts[n] for n in pred_names], list(pred_names), tv)
         raise SystemExit(f"unknown OV predictor {predictor!r}; known: {', '.join(PREDICTORS)}")
 
 
-@RUNNERS.register("open_vocabulary")
-def run_ov(cfg, out_dir=None):
-    """``track=ov`` end to end (module docstring)."""
-    from sklearn.model_selection import KFold
+@STRATEGIES.register("open_vocabulary")
+class OpenVocabularyStrategy(Strategy):
+    """``track=ov`` (module docstring): the OV predictors cross-validated on seeded stratified
+    folds of the labelled OV samples (stratified on their discrete class where they have one), scored
+    under every grouper, the best refitted on them all for the submission."""
 
-    from mer.ov.groupers import OfflineGrouper
-    from mer.ov.io import read_openset_csv, validate_openset_file, write_openset_csv
+    name = "open_vocabulary"
 
-    with track_run(cfg, out_dir) as ctx:
+    def prepare(self, ctx) -> TrackData:
+        from mer.ov.groupers import OfflineGrouper
+
+        cfg, manifest, bundle = ctx.cfg, ctx.manifest, ctx.bundle
         t = cfg.track
-        manifest, bundle, out = ctx.manifest, ctx.bundle, ctx.out
         gold, source = load_ov_gold(ctx)
         log.info("OV ground truth: %d samples, %s", len(gold), source)
         groupers, skipped = build_groupers(cfg, str(t.gold) if t.get("gold") else None)
-        headline_name = str(t.grouper)
-        headline = groupers[headline_name]
-        key = headline.key if hasattr(headline, "key") else OfflineGrouper().key
-        flat = FlatFeatures().fit(bundle.take([s.name for s in ctx.train_samples()]))
-        X = flat.transform(bundle)
-        row = {n: i for i, n in enumerate(bundle.names)}
-        lang = str(cfg.data.get("language", "english"))
-        texts = {s.name: (s.text(lang) or "") for s in manifest.samples}
-        tv = None
-        for stream, info in ctx.features.info.items():
-            if info["extractor"] == "minilm":
-                tv = np.asarray(bundle.modalities[stream].X, dtype=np.float32)
+        headline = groupers[str(t.grouper)]
         predictors = [str(p) for p in t.predictors]
         unknown = [p for p in predictors if p not in PREDICTORS]
         if unknown:
             raise SystemExit(f"track.predictors names {unknown}; known: {', '.join(PREDICTORS)}")
-        seeds = [int(s) for s in cfg.train.seeds]
-        n_folds = int(cfg.train.n_folds)
         ov_names = list(gold)
+        n_folds = int(cfg.train.n_folds)
         if len(ov_names) < 2 * n_folds:
             raise SystemExit(f"{len(ov_names)} labelled OV samples are too few for {n_folds} folds")
+        flat = FlatFeatures().fit(bundle.take([s.name for s in ctx.train_samples()]))
+        X = flat.transform(bundle)
+        row = {n: i for i, n in enumerate(bundle.names)}
+        tv = None
+        for stream, info in ctx.features.info.items():
+            if info["extractor"] == "minilm":
+                tv = np.asarray(bundle.modalities[stream].X, dtype=np.float32)
+        lang = str(cfg.data.get("language", "english"))
+        classes = list(manifest.label_spec.classes)
+        # fold strata: the samples' discrete class where known (one stratum for the rest)
+        strata = np.array([classes.index(manifest[n].discrete) if manifest[n].discrete in classes else len(classes)
+                           for n in ov_names])
+        train = Split(bundle.take(ov_names), strata, np.full(len(ov_names), np.nan, np.float32))
+        return TrackData(train, {}, extras=dict(
+            gold=gold, source=source, groupers=groupers, skipped=skipped, headline=headline,
+            key=headline.key if hasattr(headline, "key") else OfflineGrouper().key, predictors=predictors,
+            flat=flat, X=X, row=row, tv=tv, texts={s.name: (s.text(lang) or "") for s in manifest.samples}))
 
+    def _models(self, ctx, data: TrackData, seed: int) -> "_OVModels":
+        e = data.extras
+        return _OVModels(ctx, e["X"], e["row"], e["texts"], e["tv"], e["key"], e["headline"], seed)
+
+    def evaluate(self, ctx, data: TrackData) -> dict[str, Any]:
+        """Out-of-fold predictions of every predictor per seed; ``on_fold`` hears each fold's
+        scores under the headline grouper (``score``: the best predictor's)."""
+        e, cfg = data.extras, ctx.cfg
+        gold, predictors, names = e["gold"], list(e["predictors"]), data.train.names
+        headline = {str(cfg.track.grouper): e["headline"]}
+        oof: dict[int, dict[str, dict[str, list[str]]]] = {}
+        dropped: dict[str, str] = {}
+        for seed in [int(s) for s in cfg.train.seeds]:
+            models = self._models(ctx, data, seed)
+            oof[seed] = {p: {} for p in predictors if p not in dropped}
+            for k, (tr, va) in enumerate(stratified_folds(data.train.y, int(cfg.train.n_folds), seed)):
+                fit, held = [names[i] for i in tr], [names[i] for i in va]
+                record: dict[str, Any] = {"seed": seed, "fold": k, "n_train": len(fit), "n_val": len(held)}
+                for p in list(oof[seed]):
+                    try:
+                        pred = models.fit_predict(p, gold, fit, held)
+                    except ValueError as err:      # e.g. too few repeated words for a vocabulary
+                        log.warning("OV predictor %s skipped: %s", p, err)
+                        dropped[p] = str(err)
+                        for run in oof.values():
+                            run.pop(p, None)
+                        continue
+                    oof[seed][p].update(pred)
+                    scores = score_all({n: gold[n] for n in held}, pred, headline)
+                    record[f"{p}_score"] = next(iter(scores.values()))["score"] if scores else float("nan")
+                fold_scores = [v for key, v in record.items() if key.endswith("_score")]
+                record["score"] = max(fold_scores) if fold_scores else float("nan")
+                if ctx.on_fold is not None:
+                    ctx.on_fold(record)
+        predictors = [p for p in predictors if p not in dropped]
+        if not predictors:
+            raise SystemExit(f"no OV predictor could be fitted: {dropped}")
+        return {"oof": oof, "predictors": predictors, "dropped": dropped}
+
+    def write_outputs(self, ctx, data: TrackData, evaluation: Mapping[str, Any]) -> TrackOutcome:
+        from mer.ov.groupers import resolve_path_option
+        from mer.ov.io import read_openset_csv, validate_openset_file, write_openset_csv
+
+        cfg, manifest, out, e = ctx.cfg, ctx.manifest, ctx.out, data.extras
+        t = cfg.track
+        gold, groupers, headline_name = e["gold"], e["groupers"], str(t.grouper)
+        ov_names, predictors, seeds = data.train.names, evaluation["predictors"], [int(s) for s in cfg.train.seeds]
         score_rows: list[dict[str, Any]] = []
         per_sample: list[pd.DataFrame] = []
-        dropped: dict[str, str] = {}
-        for seed in seeds:
-            models = _OVModels(ctx, X, row, texts, tv, key, headline, seed)
-            oof: dict[str, dict[str, list[str]]] = {p: {} for p in predictors}
-            folds = list(KFold(n_folds, shuffle=True, random_state=seed).split(ov_names))
-            for p in predictors:
-                if p in dropped:
-                    continue
-                try:
-                    for tr, va in folds:
-                        oof[p].update(models.fit_predict(p, gold, [ov_names[i] for i in tr],
-                                                         [ov_names[i] for i in va]))
-                except ValueError as err:      # e.g. too few repeated words for a vocabulary
-                    log.warning("OV predictor %s skipped: %s", p, err)
-                    dropped[p] = str(err)
-                    oof.pop(p)
+        for seed, oof in evaluation["oof"].items():
             frame = pd.DataFrame({"name": ov_names, "seed": seed, "gold": [repr(gold[n]) for n in ov_names]})
             for p, pred in oof.items():
                 frame[p] = [repr(pred[n]) for n in ov_names]
                 for gname, sc in score_all(gold, pred, groupers).items():
                     score_rows.append({"seed": seed, "predictor": p, "grouper": gname, **sc})
             per_sample.append(frame)
-        predictors = [p for p in predictors if p not in dropped]
-        if not predictors:
-            raise SystemExit(f"no OV predictor could be fitted: {dropped}")
-        ref_path = _resolve(t.get("reference", "auto"),
+        ref_path = resolve_path_option(t.get("reference", "auto"),
                             Path(str(t.gold)).parent / "predict-openset.csv" if t.get("gold") else None)
         if ref_path is not None:
             ref = read_openset_csv(ref_path)
@@ -348,8 +377,7 @@ def run_ov(cfg, out_dir=None):
         test_names = {sp: [s.name for s in manifest.split(sp)] for sp in splits}
         wanted = [n for sp in splits for n in test_names[sp]]
         if wanted:
-            models = _OVModels(ctx, X, row, texts, tv, key, headline, seeds[0])
-            final = models.fit_predict(submit, gold, ov_names, wanted)
+            final = self._models(ctx, data, seeds[0]).fit_predict(submit, gold, ov_names, wanted)
             for sp in splits:
                 path = write_openset_csv({n: final[n] for n in test_names[sp]},
                                          out / "submissions" / f"ov-{sp}.csv", test_names[sp])
@@ -357,10 +385,11 @@ def run_ov(cfg, out_dir=None):
                 if problems:
                     raise RuntimeError(f"OV submission {path} failed validation: {problems}")
                 subs[f"ov-{sp}"] = path
-        summary = {"ov": {"gold": source, "n_labelled": len(ov_names), "predictors": predictors,
-                          "dropped": dropped, "headline_grouper": headline_name, "submitted": submit,
+        summary = {"ov": {"gold": e["source"], "n_labelled": len(ov_names), "predictors": predictors,
+                          "dropped": evaluation["dropped"], "headline_grouper": headline_name, "submitted": submit,
                           "groupers": {g: groupers[g].describe() for g in groupers},
-                          "groupers_skipped": skipped, "reference": str(ref_path) if ref_path else None,
-                          "features": flat.describe(), "seeds": seeds, "n_folds": n_folds}}
+                          "groupers_skipped": e["skipped"], "reference": str(ref_path) if ref_path else None,
+                          "features": e["flat"].describe(), "seeds": seeds, "n_folds": int(cfg.train.n_folds),
+                          "folds": "stratified on the discrete class"}}
         log.info("OV: submitted %s (CV %s score %.4f)", submit, headline_name, metrics[f"ov_score_{headline_name}"])
-        return finish(ctx, rows, metrics, subs, summary, [out / "ov_scores.csv", out / "ov_gold.csv"])
+        return TrackOutcome(rows, metrics, subs, summary, [out / "ov_scores.csv", out / "ov_gold.csv"])

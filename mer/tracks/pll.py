@@ -1,4 +1,4 @@
-"""Partial-label track runner (``track=pll``): learn the discrete classes from candidate sets.
+"""Partial-label track (``track=pll``): learn the discrete classes from candidate sets.
 
 Candidate sets (``track.candidates``) for the labelled training rows:
 
@@ -16,7 +16,8 @@ streams zero plus presence indicators). Learner ``track.learner`` (cc | proden |
 sets by :func:`mer.pll.arnet.choose_base`), refiner
 ``track.refine`` (arnet | none); with ARNet the learner alone is also run (``track.baseline``).
 
-Protocol: seeded K folds (``train.n_folds``, one split per seed, the same folds for every method);
+Protocol: seeded stratified K folds (``train.n_folds``, one split per seed, the same folds for every
+method, :func:`mer.training.cv.stratified_folds`);
 each method is fitted on the training folds' candidate sets only and scored on the held-out fold
 against the TRUE labels (accuracy, weighted F1). ARNet's correction start is chosen on a
 validation split carved out of the training folds (their candidate sets, no true labels): the
@@ -32,13 +33,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from mer.tracks._common import FlatFeatures, finish, mean_std, safe_name, track_run
-from mer.tracks.base import RUNNERS
+from mer.evaluation.metrics import accuracy, weighted_f1
+from mer.pll.arnet import ARNetRefiner
+from mer.pll.candidates import candidate_stats
+from mer.pll.learners import build_learner
+from mer.tracks._common import FlatFeatures, mean_std, safe_name
+from mer.tracks.base import STRATEGIES, Strategy, TrackData, TrackOutcome
+from mer.training.cv import stratified_folds
+from mer.training.data import Split
+from submissions.validate import validate_submission
+from submissions.writers import write_submission
 
 log = logging.getLogger("mer")
 
@@ -90,10 +99,6 @@ def make_candidates(ctx, samples: list, y: np.ndarray, seed: int) -> tuple[list,
 
 def _fit(method: str, ctx, X, S, y, seed: int) -> tuple[Any, list[dict], dict[str, Any]]:
     """Fit one method on training-fold rows; returns (model, per-epoch rows, set stats)."""
-    from mer.pll.arnet import ARNetRefiner
-    from mer.pll.candidates import candidate_stats
-    from mer.pll.learners import build_learner
-
     t = ctx.cfg.track
     epochs = int(t.epochs)
     name = str(t.learner)
@@ -125,60 +130,77 @@ def _fit(method: str, ctx, X, S, y, seed: int) -> tuple[Any, list[dict], dict[st
     return learner, epochs_rows, stats
 
 
-@RUNNERS.register("partial_label")
-def run_pll(cfg, out_dir=None):
-    """``track=pll`` end to end (module docstring)."""
-    from sklearn.model_selection import KFold
+@STRATEGIES.register("partial_label")
+class PartialLabelStrategy(Strategy):
+    """``track=pll`` (module docstring): partial-label learners, alone and refined by ARNet,
+    cross-validated on seeded stratified folds of the training rows, scored against the true
+    labels; the test splits predicted by the fold models' mean."""
 
-    from mer.evaluation.metrics import accuracy, weighted_f1
-    from mer.pll.candidates import candidate_stats
-    from submissions.validate import validate_submission
-    from submissions.writers import write_submission
+    name = "partial_label"
 
-    with track_run(cfg, out_dir) as ctx:
-        t = cfg.track
-        manifest, bundle, out = ctx.manifest, ctx.bundle, ctx.out
-        classes = list(manifest.label_spec.classes)
+    def methods(self, t) -> list[str]:
         if str(t.refine) not in ("arnet", "none"):
             raise SystemExit(f"track.refine={t.refine}; known: arnet, none")
         methods = [str(t.learner)]
         if str(t.refine) == "arnet":
             methods = ([methods[0]] if t.get("baseline", True) else []) + [f"{t.learner}+arnet"]
-        main_method = methods[-1]
+        return methods
+
+    def prepare(self, ctx) -> TrackData:
+        cfg, manifest, bundle = ctx.cfg, ctx.manifest, ctx.bundle
+        t = cfg.track
+        classes = list(manifest.label_spec.classes)
+        methods = self.methods(t)
         flat = FlatFeatures().fit(bundle.take([s.name for s in ctx.train_samples()]))
         X_all = flat.transform(bundle)
         row = {n: i for i, n in enumerate(bundle.names)}
-        seeds = [int(s) for s in cfg.train.seeds]
         n_folds = int(cfg.train.n_folds)
-        test_names = {sp: [s.name for s in manifest.split(sp)] for sp in manifest.test_splits}
-        test_probs = {m: {sp: np.zeros((len(v), len(classes))) for sp, v in test_names.items()} for m in methods}
-        n_models = 0
-        score_rows, epoch_rows, oof_frames = [], [], []
-        cand_info: dict[str, Any] = {}
-        for seed in seeds:
-            base = ctx.train_samples()
-            y0 = np.array([classes.index(s.discrete) for s in base])
+        base = ctx.train_samples()
+        y0 = np.array([classes.index(s.discrete) for s in base])
+        candidates, cand_info = {}, {}
+        for seed in [int(s) for s in cfg.train.seeds]:
             samples, y, S = make_candidates(ctx, base, y0, seed)
-            X = X_all[[row[s.name] for s in samples]]
             st = candidate_stats(S, y)
             cand_info[f"seed{seed}"] = {"n": len(y), "avg_size": st.avg_size, "contains_truth": st.contains_truth}
             log.info("PLL seed %d: %s candidates, %s", seed, t.candidates, st)
             if len(y) < 2 * n_folds:
                 raise SystemExit(f"{len(y)} training rows are too few for {n_folds} folds")
+            candidates[seed] = (samples, y, S)
+        names = [s.name for s in base]
+        train = Split(bundle.take(names), y0, np.full(len(names), np.nan, np.float32))
+        return TrackData(train, {}, extras=dict(
+            classes=classes, methods=methods, flat=flat, X_all=X_all, row=row, candidates=candidates,
+            cand_info=cand_info, test_names={sp: [s.name for s in manifest.split(sp)] for sp in manifest.test_splits}))
+
+    def evaluate(self, ctx, data: TrackData) -> dict[str, Any]:
+        """Every method on every fold of every seed; ``on_fold`` hears the fold's scores (``acc``,
+        ``wf1``: the submitted method's, and each method's as ``<method>_acc``...)."""
+        e, cfg = data.extras, ctx.cfg
+        classes, methods, X_all, row = e["classes"], e["methods"], e["X_all"], e["row"]
+        n_folds = int(cfg.train.n_folds)
+        test_probs = {m: {sp: np.zeros((len(v), len(classes))) for sp, v in e["test_names"].items()} for m in methods}
+        n_models = 0
+        score_rows, epoch_rows, oof_frames = [], [], []
+        for seed, (samples, y, S) in e["candidates"].items():
+            X = X_all[[row[s.name] for s in samples]]
             oof = {m: np.zeros((len(y), len(classes))) for m in methods}
-            for fold, (tr, va) in enumerate(KFold(n_folds, shuffle=True, random_state=seed).split(X)):
+            for fold, (tr, va) in enumerate(stratified_folds(y, n_folds, seed)):
+                record: dict[str, Any] = {"seed": seed, "fold": fold, "n_train": len(tr), "n_val": len(va)}
                 for m in methods:
                     est, epochs, stats = _fit(m, ctx, X[tr], S[tr], y[tr], seed)
                     p = est.predict_proba(X[va])
                     oof[m][va] = p
+                    acc, wf1 = accuracy(y[va], p.argmax(1)), weighted_f1(y[va], p.argmax(1))
                     score_rows.append({"method": m, "seed": seed, "fold": fold, "n_train": len(tr), "n_val": len(va),
-                                       "acc": accuracy(y[va], p.argmax(1)), "wf1": weighted_f1(y[va], p.argmax(1)),
-                                       **stats})
+                                       "acc": acc, "wf1": wf1, **stats})
+                    record.update({f"{m}_acc": acc, f"{m}_wf1": wf1, "acc": acc, "wf1": wf1})
                     epoch_rows += [{"method": m, "seed": seed, "fold": fold, **r} for r in epochs]
-                    for sp, names in test_names.items():
+                    for sp, names in e["test_names"].items():
                         if names:
                             test_probs[m][sp] += est.predict_proba(X_all[[row[n] for n in names]])
                 n_models += 1
+                if ctx.on_fold is not None:
+                    ctx.on_fold(record)       # acc/wf1: the last method's, the one submitted
             frame = pd.DataFrame({"name": [s.name for s in samples], "seed": seed,
                                   "true": [classes[i] for i in y],
                                   "candidates": ["|".join(classes[j] for j in np.flatnonzero(r)) for r in S]})
@@ -187,13 +209,19 @@ def run_pll(cfg, out_dir=None):
                 score_rows.append({"method": m, "seed": seed, "fold": "oof", "acc": accuracy(y, oof[m].argmax(1)),
                                    "wf1": weighted_f1(y, oof[m].argmax(1))})
             oof_frames.append(frame)
+        return {"scores": pd.DataFrame(score_rows), "epochs": pd.DataFrame(epoch_rows), "oof": oof_frames,
+                "test_probs": test_probs, "n_models": n_models}
 
-        scores = pd.DataFrame(score_rows)
+    def write_outputs(self, ctx, data: TrackData, evaluation: Mapping[str, Any]) -> TrackOutcome:
+        cfg, manifest, out, e = ctx.cfg, ctx.manifest, ctx.out, data.extras
+        t = cfg.track
+        classes, methods = e["classes"], e["methods"]
+        main_method = methods[-1]
+        scores, epochs_df = evaluation["scores"], evaluation["epochs"]
         scores.to_csv(out / "pll_scores.csv", index=False)
-        epochs_df = pd.DataFrame(epoch_rows)
         epochs_df.to_csv(out / "pll_epochs.csv", index=False)
         (out / "predictions").mkdir(exist_ok=True)
-        pd.concat(oof_frames).to_csv(out / "predictions" / "train-oof.csv", index=False)
+        pd.concat(evaluation["oof"]).to_csv(out / "predictions" / "train-oof.csv", index=False)
 
         rows, metrics = [], {}
         folds = scores[scores.fold != "oof"]
@@ -216,9 +244,9 @@ def run_pll(cfg, out_dir=None):
             rows.append(r)
             per_epoch = epochs_df[epochs_df.method == m].groupby("epoch")[["avg_size", "contains_truth",
                                                                             "n_corrected"]].mean()
-            for e, vals in per_epoch.iterrows():
+            for ep, vals in per_epoch.iterrows():
                 ctx.tracker.log_metrics({f"pll_{mk}_{k}": float(v) for k, v in vals.items() if np.isfinite(v)},
-                                        step=int(e))
+                                        step=int(ep))
         mk = safe_name(main_method.replace("+", "_"))
         metrics["cv_acc"], metrics["cv_wf1"] = metrics[f"pll_{mk}_cv_acc"], metrics[f"pll_{mk}_cv_wf1"]
         plot_epochs(epochs_df, out / "pll_epochs.png",
@@ -227,10 +255,10 @@ def run_pll(cfg, out_dir=None):
 
         subs: dict[str, Path] = {}
         schema = str(t.get("submission_schema", "generic"))
-        for sp, names in test_names.items():
+        for sp, names in e["test_names"].items():
             if not names:
                 continue
-            probs = test_probs[main_method][sp] / max(n_models, 1)
+            probs = evaluation["test_probs"][main_method][sp] / max(evaluation["n_models"], 1)
             pred = probs.argmax(1)
             df = pd.DataFrame({"name": names, "discrete": [classes[i] for i in pred],
                                **{f"p_{c}": probs[:, j] for j, c in enumerate(classes)}})
@@ -247,18 +275,19 @@ def run_pll(cfg, out_dir=None):
                 raise RuntimeError(f"submission {path} failed validation: {problems}")
             subs[f"pll-{sp}"] = path
         summary = {"pll": {"methods": methods, "submitted": main_method, "candidates": str(t.candidates),
-                           "candidate_sets": cand_info, "features": flat.describe(), "seeds": seeds,
-                           "n_folds": n_folds}}
-        return finish(ctx, rows, metrics, subs, summary,
-                      [out / "pll_scores.csv", out / "pll_epochs.csv", out / "pll_epochs.png"])
+                           "candidate_sets": e["cand_info"], "features": e["flat"].describe(),
+                           "seeds": [int(s) for s in cfg.train.seeds], "n_folds": int(cfg.train.n_folds),
+                           "folds": "stratified on the true class"}}
+        return TrackOutcome(rows, metrics, subs, summary,
+                            [out / "pll_scores.csv", out / "pll_epochs.csv", out / "pll_epochs.png"])
 
 
 def plot_epochs(df: pd.DataFrame, path: Path, title: str = "") -> None:
     """Average candidate-set size and contains-truth rate per epoch (mean over folds and seeds)."""
-    import matplotlib
+    import matplotlib  # deferred: loads matplotlib only when used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: loads matplotlib only when used
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for m, g in df.groupby("method", sort=False):

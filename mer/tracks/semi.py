@@ -50,9 +50,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mer.evaluation.reports import plot_self_training
+from mer.evaluation.scoring import score_predictions
+from mer.tracks.supervised import SupervisedStrategy
+from mer.training.cv import run_seeds
 from mer.training.data import Split, concat_splits
 
-from .base import STRATEGIES, SupervisedStrategy, TrackData
+from .base import STRATEGIES, TrackData
 
 log = logging.getLogger("mer")
 
@@ -78,20 +82,6 @@ def class_thresholds(y: np.ndarray, probs: np.ndarray, eta: float, num_classes: 
     if floor and correct.any():
         out = np.maximum(out, float(np.quantile(conf[correct], eta)))
     return out
-
-
-def hide_labels(y: np.ndarray, fraction: float, seed: int, keep_per_class: int) -> np.ndarray:
-    """``[N]`` bool: a stratified, seeded ``fraction`` of the labelled rows whose labels are hidden;
-    every class keeps at least ``keep_per_class`` labels (cross-validation needs one per fold)."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"track.hide_labels.fraction must be in [0, 1), got {fraction}")
-    hidden = np.zeros(len(y), bool)
-    rng = np.random.default_rng([seed, 4201])
-    for j in np.unique(y[y >= 0]):
-        idx = np.flatnonzero(y == j)
-        n_hide = min(int(round(fraction * len(idx))), max(0, len(idx) - keep_per_class))
-        hidden[rng.permutation(idx)[:n_hide]] = True
-    return hidden
 
 
 class PseudoLabels:
@@ -182,9 +172,8 @@ class SelfTrainingStrategy(SupervisedStrategy):
         return Split(data.pool.X.rows(idx), label[idx].astype(np.int64),
                      np.full(len(idx), np.nan, np.float32), weight.astype(np.float32))
 
-    def cross_validate(self, estimator, data: TrackData, *, seeds, n_folds, progress=True, label=None):
-        from mer.training.cv import run_seeds
-
+    def cross_validate(self, estimator, data: TrackData, *, seeds, n_folds, progress=True, label=None,
+                       on_fold=None):
         if data.pool is None or len(data.pool) == 0:
             raise ValueError("self-training needs an unlabelled pool and there is none: set track.pool.splits "
                              "(e.g. [test3]) or hide part of the training labels (track.hide_labels.fraction)")
@@ -195,7 +184,7 @@ class SelfTrainingStrategy(SupervisedStrategy):
         def protocol(pseudo):
             return run_seeds(estimator, data.train, tests, seeds=seeds, n_folds=n_folds, strategy=self,
                              progress=progress, views=data.views, context={"pseudo": pseudo},
-                             keep_fold_tests=[POOL], label=bar_label)
+                             keep_fold_tests=[POOL], label=bar_label, on_fold=on_fold)
 
         results = [protocol(None)]
         history = [self._record(0, results[0], data, None, None, None)]
@@ -268,8 +257,6 @@ class SelfTrainingStrategy(SupervisedStrategy):
 
     def _record(self, rnd: int, result, data: TrackData, selected, label, thresholds, tracker=None,
                 n_selected: int | None = None) -> dict:
-        from mer.evaluation.scoring import score_predictions
-
         rec: dict[str, Any] = {"round": rnd, "n_pseudo": 0 if selected is None else
                                int(selected.sum()) if n_selected is None else int(n_selected)}
         if selected is not None:
@@ -305,7 +292,6 @@ class SelfTrainingStrategy(SupervisedStrategy):
         table = table.rename(columns={f"{k}_{j}": f"{k}_{c}" for j, c in enumerate(classes)
                                       for k in ("n_pseudo", "threshold")})
         table.to_csv(out_dir / "self_training_rounds.csv", index=False)
-        from mer.evaluation.reports import plot_self_training
 
         plot_self_training(table, classes, out_dir / "self_training.png")
         if tracker is not None:

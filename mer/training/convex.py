@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
-from mer.errors import UserError
+from mer.core.errors import UserError
 
 from .data import Split
 
@@ -90,7 +90,6 @@ def ridge_loo(Z: np.ndarray, t: np.ndarray, w: np.ndarray, alphas: Sequence[floa
     # torch's LAPACK: numpy's SVD was 20x slower on the 2-core machines mer is developed on
     U, s, Vt = (x.numpy() for x in torch.linalg.svd(torch.as_tensor(A), full_matrices=False))
     Ur = U.T @ r
-    n = len(t)
     scores = {}
     for a in alphas:
         f = s ** 2 / (s ** 2 + a)

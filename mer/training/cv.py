@@ -108,9 +108,6 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
     splits whose per-fold predictions are kept (``CVResult.fold_tests``) beside the fold ensemble's.
     ``label`` names the setting on the progress bar (``CV text | - seed 0``), so the CVs of one
     run can be told apart."""
-    from mer.tracks.base import SupervisedStrategy
-
-    strategy = strategy or SupervisedStrategy()
     n = len(train)
     num_classes = estimator.num_classes
     oof_probs = np.full((n, num_classes), np.nan, np.float32)
@@ -129,8 +126,11 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
                disable=not progress, leave=False)
     for k, (tr, va) in enumerate(bar):
         est = clone(estimator).set_params(seed=seed * 1000 + k)
-        strategy.fit_fold(est, train.rows(tr), eval_set=train.rows(va),
-                          context={**(context or {}), "fold": k, "seed": seed})
+        if strategy is None:       # the estimator's own default: the supervised loss
+            est.fit(train.rows(tr), eval_set=train.rows(va))
+        else:
+            strategy.fit_fold(est, train.rows(tr), eval_set=train.rows(va),
+                              context={**(context or {}), "fold": k, "seed": seed})
         out = est.predict_outputs(train.rows(va))
         oof_probs[va] = out["probs"]
         if oof_val is not None:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mer.data.bundle import FeatureBundle
+from mer.data.bundle import FeatureBundle, ModalityFeatures
 
 
 @dataclass
@@ -76,7 +76,6 @@ def concat_splits(parts: Sequence[Split]) -> Split:
         if set(p.X.modalities) != mods:
             raise ValueError(f"cannot concatenate splits with modalities {sorted(mods)} and "
                              f"{sorted(p.X.modalities)}")
-    from mer.data.bundle import ModalityFeatures
 
     names = [n for p in parts for n in p.names]
     X = FeatureBundle(names, {m: ModalityFeatures.concatenate([p.X.modalities[m] for p in parts])

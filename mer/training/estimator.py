@@ -13,10 +13,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from fusion.base import build_fusion, load_fusion_models
+from fusion.base import build_fusion, FUSION
 
 from .data import Split
 from .loop import predict, to_tensors, train_loop
+from .objective import SupervisedObjective
+from .standardize import mean_and_scale
 
 
 @contextlib.contextmanager
@@ -105,7 +107,7 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         return split.with_features(X)
 
     def _is_frame_model(self) -> bool:
-        return getattr(load_fusion_models().get(self.fusion), "input_level", "utterance") == "frame"
+        return getattr(FUSION.get(self.fusion), "input_level", "utterance") == "frame"
 
     def _windowed(self, split: Split):
         """``(windowed split, WindowPlan)`` for a frame-level model with ``window_size`` set (each
@@ -169,22 +171,16 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         out = {}
         for m, f in train.X.modalities.items():
             if f.is_sequence:
-                from mer.data.sequences import step_mask
+                from mer.data.frames import step_mask
 
                 rows = f.X[step_mask(f.lengths, f.X.shape[1])]      # every real step of every row
             else:
                 rows = f.X[f.present]
-            if len(rows) == 0:
-                mu, sd = np.zeros(f.dim, np.float32), np.ones(f.dim, np.float32)
-            else:
-                mu = rows.mean(0).astype(np.float32)
-                sd = rows.std(0).astype(np.float32)
-                sd[sd < 1e-6] = 1.0
-            out[m] = (mu, sd)
+            out[m] = mean_and_scale(rows, unit_std_below=1e-6, dtype=np.float32)
         return out
 
     def _is_convex(self) -> bool:
-        return getattr(load_fusion_models().get(self.fusion), "solver", "loop") == "convex"
+        return getattr(FUSION.get(self.fusion), "solver", "loop") == "convex"
 
     def _inner_rows(self, train: Split) -> tuple[np.ndarray, np.ndarray] | None:
         """``(fitting rows, inner validation rows)`` of a training fold for ``selection='inner'``:
@@ -245,9 +241,7 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         is then only monitored, each epoch's scores recorded in ``history_``, so the held-out fold
         stays unseen and its score is honest)."""
         from mer.evaluation.scoring import score_outputs
-        from mer.tracks.base import SupervisedStrategy
-
-        strategy = strategy or SupervisedStrategy()
+        strategy = strategy or SupervisedObjective()
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self._is_convex():

@@ -53,7 +53,7 @@ def check_protocol(protocol: str, groups: Sequence | None, n_folds: int, where: 
 def make_folds(y: np.ndarray, groups: Sequence | np.ndarray | None, protocol: str, n_folds: int,
                seed: int) -> Folds:
     """``[(train_rows, held_out_rows)]`` over the rows with ``y >= 0``, by ``protocol``."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # deferred: loads sklearn only when used
 
     y = np.asarray(y)
     idx = np.flatnonzero(y >= 0)

@@ -1,5 +1,8 @@
-"""The training loop — the only one in mer. It batches, steps the optimiser, evaluates every epoch
-and keeps the best epoch's weights by the selection metric; it never branches on the track."""
+"""The training loop — the only one in mer. :func:`epoch_steps` is one pass of mini-batch
+optimiser steps, whoever trains: the fusion estimator through :func:`train_loop` (which also
+evaluates every epoch and keeps the best epoch's weights by the selection metric, never branching
+on the track) and the partial-label learners (:mod:`mer.pll.learners`), which ARNet drives epoch
+by epoch."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +12,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from mer.data.sequences import step_mask
+from mer.data.frames import step_mask
 
 from .data import Split
 
@@ -19,6 +22,29 @@ ScoreFn = Callable[[dict, Split], float]
 AugmentFn = Callable[[dict, dict, torch.Generator], tuple[dict, dict]]
 """(inputs {m: [B, D_m]}, present {m: [B]}, generator) -> augmented (inputs, present), training
 batches only (modality dropout, feature noise); must not change its arguments in place."""
+
+
+def epoch_steps(optimizer: torch.optim.Optimizer, order: torch.Tensor, batch_size: int,
+                batch_loss: Callable[[torch.Tensor], torch.Tensor], *, grad_clip: float | None = None,
+                parameters=None, skip_singletons: bool = False) -> list[tuple[float, int]]:
+    """One pass over ``order`` (row indices, already shuffled) in mini-batches of ``batch_size``:
+    for each, ``loss = batch_loss(idx)``, zero the gradients, backward, clip the gradient norm of
+    ``parameters`` to ``grad_clip`` (when set), step. ``skip_singletons``: a last batch of one row
+    (of more than one) is skipped; it breaks nothing but adds noise. Returns ``(loss, rows)`` per
+    batch stepped."""
+    done: list[tuple[float, int]] = []
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        if skip_singletons and len(idx) < 2 and len(order) > 1:
+            continue
+        loss = batch_loss(idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        optimizer.step()
+        done.append((float(loss.detach()), len(idx)))
+    return done
 
 
 @dataclass
@@ -126,26 +152,21 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, train: Split, val: Spl
         mo_inputs, mo_present, _ = to_tensors(monitor, device, scalers)
     best = LoopResult(best_epoch=-1, best_score=-np.inf)
     best_state = None
+    params = list(model.parameters())
     for epoch in range(1, epochs + 1):
         model.train()
         order = labelled[torch.randperm(len(labelled), generator=gen)]
-        total, count = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size].to(device)
-            if len(idx) < 2 and len(order) > 1:
-                continue  # a batch of one breaks nothing here but adds noise; skip it
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            idx = idx.to(device)
             inputs, present = _take(tr_inputs, idx), _take(tr_present, idx)
             if augment is not None:
                 inputs, present = augment(inputs, present, aug_gen)
-            outputs = model(inputs, present)
-            loss = loss_fn(outputs, _take(tr_batch, idx))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+            return loss_fn(model(inputs, present), _take(tr_batch, idx))
+
+        steps = epoch_steps(opt, order, batch_size, batch_loss, grad_clip=grad_clip, parameters=params,
+                            skip_singletons=True)
+        total, count = sum(loss * n for loss, n in steps), sum(n for _, n in steps)
         record = {"epoch": epoch, "train_loss": total / max(count, 1)}
         if val is not None and score_fn is not None:
             pred = predict(model, va_inputs, va_present)

@@ -85,7 +85,7 @@ def export_dir_for(export_dir: str | Path | None, study_dir: Path) -> Path:
     ``experiment/<name>.yaml`` under a search-path folder."""
     folder = (Path(export_dir).expanduser() if export_dir else Path(study_dir) / "experiment").resolve()
     if folder.name != "experiment":
-        from mer.errors import UserError
+        from mer.core.errors import UserError
 
         raise UserError(f"tune.export_dir={folder} must be a folder named 'experiment' (Hydra finds "
                         f"+experiment=<name> as experiment/<name>.yaml); e.g. "
@@ -95,7 +95,7 @@ def export_dir_for(export_dir: str | Path | None, study_dir: Path) -> Path:
 
 def reproduce_args(experiment: Path) -> list[str]:
     """The ``mer.run`` arguments that load the experiment file ``experiment``: ``--config-dir``
-    (its folder's parent, on Hydra's search path) unless it lies in this checkout's conf/."""
+    (its folder's parent, on Hydra's search path) unless it lies in mer's own conf/ (``mer/conf``)."""
     folder = Path(experiment).resolve().parent
     pick = f"+experiment={Path(experiment).stem}"
     if folder == (CONF_DIR / "experiment").resolve():

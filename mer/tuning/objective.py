@@ -7,14 +7,19 @@ scores is reported to the pruner (step = folds done).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
 
-from mer.tracks.base import Strategy, TrackData
-from mer.training.data import Split
+from mer.core.config import plain
+from mer.datasets import load_manifest
+from mer.features import feature_set
+from mer.tracking import NullTracker
+from mer.tracks.base import Strategy, TrackData, build_strategy
+from mer.training.estimator import resolve_device
 
 log = logging.getLogger("mer.tune")
 
@@ -53,51 +58,51 @@ class StudyData:
 
 
 def make_strategy(cfg: DictConfig) -> Strategy:
-    """The track's strategy, from the registry when it is already there (importing every strategy
-    module per trial would be wasted work, and a half-written one would fail the trial)."""
-    from mer.pipeline import plain
-    from mer.tracks.base import STRATEGIES, build_strategy
+    """The track's strategy; tuning covers the supervised family (its fusion estimator)."""
+    from mer.tracks.supervised import SupervisedStrategy  # deferred: loads pandas only when used
 
-    name, options = str(cfg.track.strategy), plain(cfg.track.get("strategy_options"))
-    if name in STRATEGIES:
-        return STRATEGIES.get(name)(**options)
-    return build_strategy(name, **options)
+    strategy = build_strategy(str(cfg.track.strategy), **plain(cfg.track.get("strategy_options")))
+    if not isinstance(strategy, SupervisedStrategy):
+        raise SystemExit(f"track.strategy={cfg.track.strategy} trains no fusion model; mer.tune tunes the "
+                         "supervised family (track=multi, noise, semi)")
+    return strategy
 
 
 def prepare(cfg: DictConfig) -> StudyData:
-    """Load (filling the cache where missing) every feature stream of ``cfg`` once."""
-    from mer.pipeline import add_corrupted_conditions, feature_set, load_manifest, make_track_data, resolve_metric
-    from mer.training.estimator import resolve_device
+    """Load (filling the cache where missing) every feature stream of ``cfg`` once, and the
+    track's data through its strategy's hooks (``check``, ``prepare``), as a run would."""
+    from mer.runs import RunContext  # deferred: loads pandas only when used
 
     device = resolve_device(str(cfg.device))
-    manifest = load_manifest(cfg)
+    strategy = make_strategy(cfg)
     # every stream of the config: a trial's ``modalities`` picks among them
     base = cfg.copy()
     base.modalities = None
-    clean = feature_set(base, manifest, device)
-    data = make_track_data(cfg, manifest, clean.bundle, int(cfg.train.n_folds))
-    strategy = make_strategy(cfg)
-    info, _, _ = add_corrupted_conditions(cfg, manifest, clean, data, strategy, device)
-    return StudyData(manifest, data, resolve_metric(cfg, manifest), device,
-                     {k: v["modality"] for k, v in clean.info.items()}, {**clean.info, **info})
+    ctx = RunContext(base, None, load_manifest(cfg), None, NullTracker(), device, time.perf_counter())
+    strategy.check(ctx)
+    ctx.features = feature_set(base, ctx.manifest, device)
+    clean_streams = {k: v["modality"] for k, v in ctx.features.info.items()}
+    data = strategy.prepare(ctx)
+    return StudyData(ctx.manifest, data, data.extras["metric"], device, clean_streams, dict(ctx.features.info))
 
 
 def evaluate(cfg: DictConfig, study_data: StudyData, *, seeds: Sequence[int], objective: str,
              data: TrackData | None = None, report: Callable[[float, int], None] | None = None,
              tests: Mapping[str, Any] | None = None):
     """Cross-validate ``cfg`` (one trial's config) on ``data`` (default: the study's training
-    rows). ``report(running_mean, step)`` is called after every fold and may raise to prune.
-    Returns (objective value, ``{cv_*: mean over seeds}``, the MultiSeedResult)."""
-    from mer.pipeline import make_estimator
-    from mer.training.cv import run_seeds
+    rows) with the track's strategy. ``report(running_mean, step)`` is called after every fold
+    (of every round, for self-training) and may raise to prune. Only ``tests`` are predicted
+    (never the study data's test splits). Returns (objective value, ``{cv_*: mean over seeds}``,
+    the MultiSeedResult)."""
+    from mer.tracks.supervised import make_estimator  # deferred: loads pandas only when used
 
     data = data or study_data.data
     streams = study_data.streams_for(cfg.get("modalities"))
     sel = data.select(streams)
     tests = {k: v.with_features(v.X.select(streams)) for k, v in (tests or {}).items()}
+    sel = TrackData(sel.train, dict(tests), sel.views, {}, sel.pool, sel.pool_truth, sel.extras)
     strategy = make_strategy(cfg)
     est = make_estimator(cfg, study_data.manifest, study_data.metric, study_data.device)
-    n_folds = int(cfg.train.n_folds)
     done: list[float] = []
 
     def on_fold(rec: Mapping[str, Any]) -> None:
@@ -108,13 +113,8 @@ def evaluate(cfg: DictConfig, study_data: StudyData, *, seeds: Sequence[int], ob
         if report is not None:
             report(float(np.mean(done)), len(done))
 
-    if type(strategy).cross_validate is Strategy.cross_validate:
-        result = run_seeds(est, sel.train, tests, seeds=list(seeds), n_folds=n_folds,
-                           strategy=strategy, progress=False, on_fold=on_fold, views=sel.views)
-    else:                      # a strategy with its own protocol (rounds): no fold reports, no pruning
-        if tests:
-            sel = TrackData(sel.train, dict(tests), sel.views, {}, sel.pool, sel.pool_truth)
-        result = strategy.cross_validate(est, sel, seeds=list(seeds), n_folds=n_folds, progress=False)
+    result = strategy.cross_validate(est, sel, seeds=list(seeds), n_folds=int(cfg.train.n_folds), progress=False,
+                                     on_fold=on_fold)
     summary = {k: v["mean"] for k, v in result.summary().items() if k.startswith("cv_")}
     key = f"cv_{objective}"
     if key not in summary:

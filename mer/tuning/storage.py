@@ -25,8 +25,8 @@ from typing import Iterator
 import optuna
 from optuna.trial import TrialState
 
-from mer.procs import pid_alive
-from mer.redact import mask_secrets
+from mer.core.procs import pid_alive
+from mer.core.redact import mask_secrets
 
 log = logging.getLogger("mer.tune")
 

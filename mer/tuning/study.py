@@ -22,19 +22,35 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from mer.errors import UserError
-from mer.redact import mask_secrets
+from mer.config_check import check_config
+from mer.core.env import configure_environment
+from mer.core.errors import UserError
+from mer.core.redact import mask_secrets
+from mer.evaluation.scoring import score_predictions
+from mer.tracking import build_tracker
+from mer.training.cv import stratified_folds
 
 from .export import export_dir_for, reproduce_args, reproduce_command, safe_name, write_experiment
 from .objective import StudyData, direction, evaluate, prepare
 from .space import CONF_DIR, SearchSpace, apply_params
-from .storage import (HEARTBEAT_ATTR, MLFLOW_RUN_ATTR, WORKER_ATTR, check_workers, claim_lock,
-                      fail_stale_trials, open_storage, sqlite_single_writer, storage_url, worker_identity)
+from .storage import (
+    HEARTBEAT_ATTR,
+    MLFLOW_RUN_ATTR,
+    WORKER_ATTR,
+    check_workers,
+    claim_lock,
+    fail_stale_trials,
+    open_storage,
+    sqlite_single_writer,
+    storage_url,
+    worker_identity,
+)
 
 log = logging.getLogger("mer.tune")
-REPO = CONF_DIR.parent
+REPO = CONF_DIR.parents[1]
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 MAX_FAILS_IN_A_ROW = 3
 
@@ -75,8 +91,6 @@ def make_pruner(tune: Mapping[str, Any]) -> optuna.pruners.BasePruner:
 
 # --- MLflow ---------------------------------------------------------------------------------
 def _tracker(cfg: DictConfig):
-    from mer.tracking import build_tracker
-
     return build_tracker(cfg.get("tracking"), cfg.paths.runs_dir)
 
 
@@ -231,8 +245,6 @@ def _run_trial(cfg, study, trial, space, sd, tracker, study_name, parent_run_id,
 
 def _worker_entry(cfg_container: dict, url: str, study_name: str, worker_index: int,
                   parent_run_id: str | None) -> None:
-    from mer.setup_env import configure_environment
-
     configure_environment()
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][worker {worker_index}][%(levelname)s] %(message)s")
     logging.getLogger("mer").setLevel(logging.WARNING)
@@ -329,7 +341,7 @@ def base_overrides(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
 def _check_storage_opens(url: str) -> None:
     """Open the study storage once, so a wrong URL, a database that is down or a missing driver is
     one line now (credentials masked) rather than a traceback after the features are filled."""
-    import sqlalchemy.exc
+    import sqlalchemy.exc  # deferred: loads sqlalchemy only when used
 
     try:
         open_storage(url)
@@ -343,8 +355,6 @@ def _check_storage_opens(url: str) -> None:
 
 def run_study(cfg: DictConfig, overrides: Sequence[str] = (), choices: Mapping[str, str] | None = None,
               study_dir: Path | None = None) -> StudyResult:
-    from mer.config_check import check_config
-
     check_config(cfg)                 # every value of the run config, before any feature is filled
     tune = cfg.tune
     study_name = str(tune.study)
@@ -517,7 +527,7 @@ def final_runs(cfg: DictConfig, result: StudyResult, overrides: Sequence[str], c
                 metrics[f"{label}_test_{k}"] = v
         row["submissions"] = ", ".join(Path(p).name for p in res.get("submissions", {}).values())
         rows.append(row)
-    from mer.evaluation.reports import results_table
+    from mer.evaluation.reports import results_table  # deferred: loads pandas only when used
 
     table = results_table(rows)
     note = (f"CV on seeds {seeds} (folds the study never saw: it chose on seeds {list(tune.seeds)}); "
@@ -532,9 +542,6 @@ def final_runs(cfg: DictConfig, result: StudyResult, overrides: Sequence[str], c
 def nested_cv(cfg: DictConfig, sd: StudyData, study_dir: Path) -> dict[str, Any]:
     """Outer folds for reporting, an inner study (in memory) per outer fold: the selection never
     sees the outer fold it is scored on."""
-    from mer.evaluation.scoring import score_predictions
-    from mer.training.cv import stratified_folds
-
     tune = cfg.tune
     nested = tune.nested
     objective = str(tune.objective)
@@ -559,8 +566,6 @@ def nested_cv(cfg: DictConfig, sd: StudyData, study_dir: Path) -> dict[str, Any]
                 if trial.should_prune():
                     raise optuna.TrialPruned()
             return evaluate(tcfg, sd, seeds=seeds, objective=objective, data=inner_data, report=report)[0]
-
-        from optuna.study import MaxTrialsCallback
 
         inner.optimize(obj, callbacks=[MaxTrialsCallback(int(nested.n_trials), states=(TrialState.COMPLETE,))])
         params = SearchSpace.from_trial_params(inner.best_trial.params)
