@@ -12,6 +12,9 @@ import importlib
 import sys
 from typing import NamedTuple, Sequence
 
+from mer import __version__
+from mer.core.errors import print_user_error, run_cli
+
 
 class Command(NamedTuple):
     module: str
@@ -36,8 +39,6 @@ COMMANDS: dict[str, Command] = {
 
 
 def usage() -> str:
-    from mer import __version__
-
     width = max(map(len, COMMANDS))
     lines = [f"usage: mer COMMAND [ARGS ...]   (mer {__version__}; `mer COMMAND --help` for a command's own options)",
              "", "commands:"]
@@ -58,18 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0
     if args[0] in ("-V", "--version"):
-        from mer import __version__
-
         print(f"mer {__version__}")
         return 0
     name, rest = args[0], args[1:]
     cmd = COMMANDS.get(name)
     if cmd is None:
-        from mer.core.errors import print_user_error
-
         print_user_error(unknown_command(name))
         return 2
-    from mer.core.errors import run_cli
 
     module = importlib.import_module(cmd.module)
     if cmd.hydra:

@@ -27,9 +27,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from feature_extractors.asr.base import ASR_ENGINES
 from feature_extractors.base import EXTRACTORS, MODALITIES
 from mer.core.errors import UserError, user_message
 from mer.core.samples import TARGETS
+from mer.data.corrupt import CorruptionSettings, parse_condition
 from mer.data.recipes import COMMON_OPTIONS, RECIPES
 from mer.evaluation.metrics import SENTIMENT_METRICS
 from mer.training.folds import PROTOCOLS
@@ -203,8 +205,6 @@ def _schemas():
 
 
 def _asr_engines():
-    from feature_extractors.asr.base import ASR_ENGINES  # deferred: loads tqdm only when used
-
     return ASR_ENGINES
 
 
@@ -427,8 +427,6 @@ def targets(value: Any, cfg: DictConfig) -> str | None:
 
 
 def corruption_condition(value: Any, cfg: DictConfig) -> str | None:
-    from mer.data.corrupt import parse_condition  # deferred: loads tqdm only when used
-
     try:
         parse_condition(str(value))
     except ValueError as err:
@@ -438,7 +436,6 @@ def corruption_condition(value: Any, cfg: DictConfig) -> str | None:
 
 def corruption(value: Any, cfg: DictConfig) -> str | None:
     """``corruption`` / ``track.corruption``: the options :class:`CorruptionSettings` takes."""
-    from mer.data.corrupt import CorruptionSettings  # deferred: loads tqdm only when used
 
     options = _plain(value) or {}
     try:

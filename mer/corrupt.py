@@ -30,6 +30,7 @@ configure_environment()
 @user_errors
 def main(cfg: DictConfig) -> None:
     # deferred: loads tqdm only when used
+    # deferred: loads tqdm only when used
     from mer.data.corrupt import CorruptionSettings, corrupt_manifest, corrupted_root, parse_condition
 
     check_config(cfg)

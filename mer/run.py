@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from mer.core.env import configure_environment
 from mer.core.errors import run_cli, user_errors
+from mer.core.redact import mask_secrets
 
 configure_environment()
 
@@ -35,8 +36,6 @@ def print_result(result) -> None:
         lines.append(f"submission ({track}): {path}")
     lines.append(f"outputs: {result.out_dir}")
     if result.run_id:
-        from mer.core.redact import mask_secrets
-
         lines.append(f"MLflow run: {result.run_id} in {mask_secrets(result.tracking_uri)}")
     print("\n".join(lines), flush=True)
 

@@ -86,7 +86,7 @@ def conv_frame_grid(kernels: list[int], strides: list[int]) -> tuple[int, float]
 
 def autocast_dtype(device: str):
     """``(enabled, dtype)`` for ``torch.autocast``: bf16 on CUDA when supported (else fp16), off on CPU."""
-    import torch
+    import torch  # deferred: loads torch only when used
 
     if torch.device(device).type != "cuda":
         return False, torch.float32

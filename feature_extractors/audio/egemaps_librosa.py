@@ -57,10 +57,10 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from mer.core.failures import MediaError
 from feature_extractors.audio.io import load_audio
 from feature_extractors.audio.prosody import check_pitch_settings, voicing_track
 from feature_extractors.base import EXTRACTORS, Extractor
+from mer.core.failures import MediaError
 from mer.core.samples import Sample
 
 F0_REFERENCE_HZ = 27.5          # eGeMAPS: F0 in semitones relative to 27.5 Hz (A0)
@@ -219,7 +219,7 @@ class EgemapsLibrosa(Extractor):
 
     def load(self, sample: Sample) -> np.ndarray:
         """Decode and compute the 88 functionals (CPU, in the decoding worker)."""
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # deferred: loads threadpoolctl only when used
 
         wav = load_audio(sample, self.config.sample_rate_hz)
         # Small matrices: a multi-threaded BLAS only spins (see librosa_prosody).
@@ -290,7 +290,7 @@ class EgemapsLibrosa(Extractor):
     # --- frame-level descriptors -----------------------------------------------------------
     def descriptors(self, y: np.ndarray) -> FrameDescriptors:
         """The smoothed frame-level descriptors of a mono waveform ``[N]`` (all ``[T]``)."""
-        import librosa
+        import librosa  # deferred: loads librosa only when used
 
         c = self.config
         sr, hop = c.sample_rate_hz, c.hop_length
@@ -347,7 +347,7 @@ class EgemapsLibrosa(Extractor):
 
     def _mel_basis(self) -> np.ndarray:
         if self._mel is None:
-            import librosa
+            import librosa  # deferred: loads librosa only when used
 
             c = self.config
             self._mel = librosa.filters.mel(sr=c.sample_rate_hz, n_fft=c.n_fft, n_mels=c.n_mels,
@@ -393,7 +393,7 @@ class EgemapsLibrosa(Extractor):
     def _formants(self, y: np.ndarray, voiced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``([3, T], [3, T])``: F1-F3 frequencies and bandwidths (Hz) from LPC roots on voiced
         frames; NaN elsewhere or where fewer resonances qualify."""
-        import librosa
+        import librosa  # deferred: loads librosa only when used
 
         c = self.config
         n_frames = voiced.size
@@ -435,7 +435,7 @@ class EgemapsLibrosa(Extractor):
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(H1-H2 [T], H1-A3 [T], formant level re H1 [3, T])`` in dB from a ``frame_length``
         spectrum; NaN on unvoiced frames."""
-        import librosa
+        import librosa  # deferred: loads librosa only when used
 
         c = self.config
         n_frames = voiced.size
@@ -557,7 +557,7 @@ def _parabola_offset(values: np.ndarray, i: int) -> float:
 def _median_within_runs(x: np.ndarray, mask: np.ndarray, width: int) -> np.ndarray:
     """``x`` ``[T]`` with each masked run replaced by its running median (window ``width``, edge
     frames repeated at the run's ends); other frames unchanged."""
-    from scipy.ndimage import median_filter
+    from scipy.ndimage import median_filter  # deferred: loads scipy only when used
 
     out = np.array(x, dtype=np.float64, copy=True)
     for start, stop in _runs(mask):
@@ -636,7 +636,7 @@ def _slope_block(contour: np.ndarray, valid: np.ndarray, frame_s: float) -> list
 def _peaks_per_s(loudness: np.ndarray, active: np.ndarray, prominence: float, duration_s: float) -> float:
     """Loudness peaks per second: local maxima that rise ``prominence`` x the median active
     loudness above their surroundings."""
-    from scipy.signal import find_peaks
+    from scipy.signal import find_peaks  # deferred: loads scipy only when used
 
     contour = np.nan_to_num(loudness, nan=0.0)
     level = float(np.median(contour[active])) if active.any() else 0.0

@@ -48,8 +48,14 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from feature_extractors.audio.chunking import (autocast_dtype, check_level_and_pooling, chunk_frame_times,
-                                               conv_frame_grid, finish, split_into_chunks)
+from feature_extractors.audio.chunking import (
+    autocast_dtype,
+    check_level_and_pooling,
+    chunk_frame_times,
+    conv_frame_grid,
+    finish,
+    split_into_chunks,
+)
 from feature_extractors.audio.io import load_audio
 from feature_extractors.base import EXTRACTORS, Extractor
 from mer.core.failures import ExtractionFailure
@@ -203,13 +209,13 @@ class HFAudioEncoder(Extractor):
 
     # --- model stage ----------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
-        import torch
+        import torch  # deferred: loads torch only when used
 
         if self.windowed:
             self._check_window(self.feature_extractor())   # a config error, before any weights load
         if self.model is None:
-            from transformers import AutoModel
-            from transformers.utils import logging as hf_logging
+            from transformers import AutoModel  # deferred: loads transformers only when used
+            from transformers.utils import logging as hf_logging  # deferred: loads transformers only when used
 
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             hf_logging.disable_progress_bar()
@@ -234,7 +240,7 @@ class HFAudioEncoder(Extractor):
     def forward(self, samples: Sequence[Sample], inputs: Sequence[EncoderInput]
                 ) -> list[np.ndarray | ExtractionFailure]:
         """One ``[D]`` or ``[T, D]`` float32 array per sample, in order."""
-        import torch
+        import torch  # deferred: loads torch only when used
 
         pieces = [(i, j, x, n) for i, inp in enumerate(inputs)
                   for j, (x, n) in enumerate(zip(inp.pieces, inp.num_samples))]
@@ -288,7 +294,7 @@ class HFAudioEncoder(Extractor):
 
     def _encode(self, batch: list) -> list[np.ndarray]:
         """Frames ``[T_real, D]`` of each piece of one batch."""
-        import torch
+        import torch  # deferred: loads torch only when used
 
         lengths = [p[2].shape[-1] for p in batch]
         if self.windowed:
@@ -367,6 +373,7 @@ def _pads_safely(family: str, model_config: dict, feature_extractor) -> bool:
 def _load_feature_extractor(model_dir: Path, model_config: dict):
     """``AutoFeatureExtractor`` of the folder; a folder without ``preprocessor_config.json`` (some
     wav2vec2-family uploads) gets the standard 16 kHz ``Wav2Vec2FeatureExtractor``."""
+    # deferred: loads transformers only when used
     from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
     if (model_dir / "preprocessor_config.json").is_file():

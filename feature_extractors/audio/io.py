@@ -58,19 +58,19 @@ def load_audio(sample_or_path: Sample | str | os.PathLike, sample_rate_hz: int =
 
 
 def _read_soundfile(path: str, sample_rate_hz: int) -> np.ndarray:
-    import soundfile as sf
+    import soundfile as sf  # deferred: loads soundfile only when used
 
     data, rate = sf.read(path, dtype="float32", always_2d=True)   # [N, C]
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if rate != sample_rate_hz and wav.size:
-        import librosa
+        import librosa  # deferred: loads librosa only when used
 
         wav = librosa.resample(wav, orig_sr=rate, target_sr=sample_rate_hz)
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
 def _read_pyav(path: str, sample_rate_hz: int) -> np.ndarray:
-    import av
+    import av  # deferred: loads av only when used
 
     try:
         container = av.open(path)

@@ -25,9 +25,9 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from mer.core.failures import MediaError
 from feature_extractors.audio.io import load_audio
 from feature_extractors.base import EXTRACTORS, Extractor
+from mer.core.failures import MediaError
 from mer.core.samples import Sample
 
 SUPPORTED_VERSION = "2.6.0"
@@ -45,7 +45,7 @@ NOT_INSTALLED = (
 
 def _import_opensmile():
     try:
-        import opensmile
+        import opensmile  # optional dependency, imported on use
     except ImportError:
         raise ImportError(NOT_INSTALLED) from None
     return opensmile

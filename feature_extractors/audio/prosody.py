@@ -38,9 +38,9 @@ from typing import ClassVar, Protocol, Sequence
 
 import numpy as np
 
-from mer.core.failures import MediaError
 from feature_extractors.audio.io import load_audio
 from feature_extractors.base import EXTRACTORS, Extractor
+from mer.core.failures import MediaError
 from mer.core.samples import Sample
 
 _CONTRAST_BANDS = 6          # octave bands from 200 Hz; librosa adds one residual row -> 7 rows
@@ -117,7 +117,7 @@ class LibrosaProsody(Extractor):
     def load(self, sample: Sample) -> np.ndarray:
         """CPU stage: decode the audio and compute the statistics here, in the decoding worker,
         so they run in parallel across workers; float32 ``[D]``. Raises :class:`MediaError`."""
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # deferred: loads threadpoolctl only when used
 
         wav = load_audio(sample, self.config.sample_rate_hz)
         # The matrices here are tiny ([40, 257] x [257, T]); a multi-threaded BLAS only spins,
@@ -135,7 +135,7 @@ class LibrosaProsody(Extractor):
         Raises :class:`MediaError` (``too_short``, ``silent_audio``, ``nonfinite_feature``) when
         the clip cannot give meaningful statistics.
         """
-        import librosa
+        import librosa  # deferred: loads librosa only when used
 
         c = self.config
         sr, hop = c.sample_rate_hz, c.hop_length
@@ -187,7 +187,7 @@ class LibrosaProsody(Extractor):
     def _mel_basis(self) -> np.ndarray:
         """``[n_mels, 1 + n_fft // 2]`` mel filterbank; built once (it costs more than the STFT)."""
         if self._mel is None:
-            import librosa
+            import librosa  # deferred: loads librosa only when used
 
             c = self.config
             self._mel = librosa.filters.mel(sr=c.sample_rate_hz, n_fft=c.n_fft, n_mels=c.n_mels,
@@ -211,7 +211,7 @@ class LibrosaProsody(Extractor):
 
 def _delta_std(mfcc: np.ndarray) -> np.ndarray:
     """Std over time of the delta-MFCCs ``[n_mfcc]``; the delta window shrinks for very short clips."""
-    import librosa
+    import librosa  # deferred: loads librosa only when used
 
     n_frames = mfcc.shape[1]
     width = min(9, n_frames if n_frames % 2 else n_frames - 1)
@@ -273,7 +273,7 @@ def voicing_track(y: np.ndarray, name: str, c: PitchSettings) -> VoicingTrack:
 
     Raises :class:`MediaError` ``silent_audio`` when the loudest frame is below ``silence_dbfs``.
     """
-    import librosa
+    import librosa  # deferred: loads librosa only when used
 
     sr, hop = c.sample_rate_hz, c.hop_length
     rms = librosa.feature.rms(y=y, frame_length=c.n_fft, hop_length=hop)[0]

@@ -118,7 +118,7 @@ class WhisperCT2Encoder(Extractor):
         """faster-whisper's log-mel ``FeatureExtractor`` (built lazily in each process)."""
         if self._mel is None:
             try:
-                from faster_whisper.feature_extractor import FeatureExtractor
+                from faster_whisper.feature_extractor import FeatureExtractor  # optional dependency, imported on use
             except ImportError:
                 raise ImportError(f"{self.name} needs faster-whisper's feature extractor; run {_INSTALL}") from None
             self._mel = FeatureExtractor(feature_size=self.n_mels, sampling_rate=SAMPLE_RATE_HZ,
@@ -150,7 +150,7 @@ class WhisperCT2Encoder(Extractor):
     def setup(self, device: str = "cpu") -> None:
         if self.model is None or device != self.device:
             try:
-                import ctranslate2
+                import ctranslate2  # optional dependency, imported on use
             except ImportError:
                 raise ImportError(f"{self.name} needs the ctranslate2 runtime; run {_INSTALL}") from None
             kind, _, index = device.partition(":")
@@ -168,7 +168,7 @@ class WhisperCT2Encoder(Extractor):
         """``d_model`` (``2 * d_model`` for ``mean_std``); runs one tiny encode if not set up."""
         if not self._ready:
             self.setup(self.device)
-        import ctranslate2
+        import ctranslate2  # optional dependency, imported on use
 
         probe = ctranslate2.StorageView.from_array(np.zeros((1, self.n_mels, 3000), dtype=np.float32))
         width = int(np.asarray(self.model.encode(probe, to_cpu=True)).shape[-1])
@@ -177,7 +177,7 @@ class WhisperCT2Encoder(Extractor):
     def forward(self, samples: Sequence[Sample], inputs: Sequence[EncoderInput]
                 ) -> list[np.ndarray | ExtractionFailure]:
         """One ``[d_model]`` or ``[T, d_model]`` float32 array per sample, in order."""
-        import ctranslate2
+        import ctranslate2  # optional dependency, imported on use
 
         windows = [(i, j, mel, n) for i, inp in enumerate(inputs)
                    for j, (mel, n) in enumerate(zip(inp.pieces, inp.num_samples))]

@@ -21,6 +21,7 @@ import numpy as np
 from feature_extractors.base import EXTRACTORS, Extractor
 from feature_extractors.text import transcript_or_failure
 from feature_extractors.text._torch_text import local_model_dir, set_torch_threads
+from feature_extractors.text.minilm import default_model_path
 from mer.core.failures import ExtractionFailure
 from mer.core.hashing import folder_digest
 from mer.core.samples import Sample
@@ -57,8 +58,6 @@ class SentenceTransformersText(Extractor):
     @property
     def model_dir(self) -> Path:
         if self.config.model_path is None:
-            from feature_extractors.text.minilm import default_model_path
-
             return default_model_path()
         path = local_model_dir(self.config.model_path, "sentence_transformers", _NEEDS)
         if not (path / "modules.json").is_file():
@@ -75,6 +74,7 @@ class SentenceTransformersText(Extractor):
     def setup(self, device: str = "cpu") -> None:
         if self.model is None:
             try:
+                # deferred: loads sentence_transformers only when used
                 # deferred: loads sentence_transformers only when used
                 from sentence_transformers import SentenceTransformer
             except ImportError:

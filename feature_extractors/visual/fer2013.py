@@ -212,7 +212,7 @@ def default_weights_path() -> str:
 
 def read_keras_model_config(path: str | os.PathLike) -> dict[str, Any]:
     """The ``model_config`` JSON a Keras 2 ``.hdf5`` carries as a root attribute."""
-    import h5py
+    import h5py  # deferred: loads h5py only when used
 
     with h5py.File(path, "r") as f:
         raw = f.attrs.get("model_config")
@@ -227,7 +227,7 @@ def read_keras_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Names come from each layer group's ``weight_names`` attribute (the file's own index), so a
     weight the index does not list is not read, and a listed one that is absent raises.
     """
-    import h5py
+    import h5py  # deferred: loads h5py only when used
 
     def _s(v: Any) -> str:
         return v.decode() if isinstance(v, bytes) else str(v)

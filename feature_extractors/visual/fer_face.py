@@ -35,13 +35,20 @@ import numpy as np
 import torch
 
 from feature_extractors.base import EXTRACTORS, Extractor
+from feature_extractors.visual.faces import (
+    FaceConfig,
+    face_config_from,
+    face_key_config,
+    face_times,
+    face_weights_digest,
+    load_face_clip,
+    validate_face_config,
+)
+from feature_extractors.visual.fer2013 import EMOTIONS, default_weights_path, load_fer2013
 from mer.core.failures import ExtractionFailure
 from mer.core.hashing import file_digest
-from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config, face_times,
-                                             face_weights_digest, load_face_clip, validate_face_config)
-from mer.core.timebase import times_of, with_times
-from feature_extractors.visual.fer2013 import EMOTIONS, default_weights_path, load_fer2013
 from mer.core.samples import Sample
+from mer.core.timebase import times_of, with_times
 
 FEATURE_DIM = 128 + 2 * len(EMOTIONS)
 """Output size: pooled features (128) + mean (7) and std (7) of the probabilities."""
@@ -127,7 +134,7 @@ class Fer2013FaceExtractor(Extractor):
     def load(self, sample: Sample) -> np.ndarray:
         """Gray 64x64 faces ``[K, 64, 64]`` uint8 (K <= num_frames) of one sample; at frame level
         with their times (:class:`~mer.core.timebase.FrameRows`) when the video's rate is known."""
-        import cv2
+        import cv2  # deferred: loads cv2 only when used
 
         clip = load_face_clip(sample, self.config.face, self.context).pick(self.config.num_frames)
         interp = cv2.INTER_AREA if clip.crops.shape[1] > CROP_PX else cv2.INTER_LINEAR

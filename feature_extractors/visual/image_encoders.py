@@ -37,11 +37,18 @@ import numpy as np
 import torch
 
 from feature_extractors.base import EXTRACTORS, Extractor
-from mer.core.failures import ExtractionFailure
+from feature_extractors.visual.faces import (
+    FaceConfig,
+    face_config_from,
+    face_key_config,
+    face_times,
+    face_weights_digest,
+    load_face_clip,
+    validate_face_config,
+)
+from feature_extractors.visual.video import map_frames, uniform_indices
+from mer.core.failures import ExtractionFailure, no_media_error
 from mer.core.hashing import folder_digest
-from feature_extractors.visual.faces import (FaceConfig, face_config_from, face_key_config, face_times,
-                                             face_weights_digest, load_face_clip, validate_face_config)
-from feature_extractors.visual.video import map_frames
 from mer.core.samples import Sample
 from mer.core.timebase import frame_times, times_of, with_times
 
@@ -124,7 +131,7 @@ class ImagePreprocess:
         return np.stack([self._one(img) for img in images])
 
     def _one(self, img: np.ndarray) -> np.ndarray:
-        import cv2
+        import cv2  # deferred: loads cv2 only when used
 
         h, w = img.shape[:2]
         if self.shortest_edge:
@@ -195,16 +202,17 @@ def load_vision_model(model_path: str, pool: str = "cls") -> torch.nn.Module:
     CLIP and SigLIP folders (full or vision-only) give their vision tower (CLIP with its
     projection when ``pool="image_embeds"``); anything else goes through ``AutoModel``. Weights
     the checkpoint lacks are an error, not a random initialisation."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel  # deferred: loads transformers only when used
 
     config = AutoConfig.from_pretrained(model_path, local_files_only=True)
     kind = config.model_type
     if kind in ("clip", "clip_vision_model"):
+        # deferred: loads transformers only when used
         from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
 
         cls = CLIPVisionModelWithProjection if pool == "image_embeds" else CLIPVisionModel
     elif kind in ("siglip", "siglip_vision_model"):
-        from transformers import SiglipVisionModel as cls
+        from transformers import SiglipVisionModel as cls  # deferred: loads transformers only when used
     else:
         cls = AutoModel
     if pool == "image_embeds" and kind not in ("clip", "clip_vision_model"):
@@ -258,8 +266,6 @@ class _FaceOrFrameInput:
             clip = load_face_clip(sample, self.config.face, self.context)
             crops, times = clip.crops, face_times(clip, sample.video_path)
         else:
-            from mer.core.failures import no_media_error
-
             if not sample.video_path:
                 raise no_media_error(sample, f"sample {sample.name} has no video_path (input=frame "
                                              "needs the video; input=face also reads face crops)")
@@ -268,8 +274,6 @@ class _FaceOrFrameInput:
         if exact:
             idx = spread_indices(len(crops), count)
         else:
-            from feature_extractors.visual.video import uniform_indices
-
             idx = uniform_indices(len(crops), count)
         return crops[idx], None if times is None else times[idx]
 
@@ -464,7 +468,7 @@ class HFVideoEncoder(_FaceOrFrameInput, Extractor):
         return self._preprocess
 
     def setup(self, device: str = "cpu") -> None:
-        from transformers import VideoMAEModel
+        from transformers import VideoMAEModel  # deferred: loads transformers only when used
 
         model, info = VideoMAEModel.from_pretrained(self.config.model_path, local_files_only=True,
                                                     output_loading_info=True)

@@ -58,13 +58,21 @@ import numpy as np
 import torch
 
 from feature_extractors.base import EXTRACTORS, Extractor
+from feature_extractors.visual.faces import (
+    FaceConfig,
+    clip_rate,
+    face_config_from,
+    face_key_config,
+    face_weights_digest,
+    load_face_clip,
+    validate_face_config,
+)
+from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, TOKEN_POOLS, load_mae_dfer
+from feature_extractors.weights import resolve_weights
 from mer.core.failures import ExtractionFailure
 from mer.core.hashing import file_digest
-from feature_extractors.visual.faces import (FaceConfig, clip_rate, face_config_from, face_key_config,
-                                             face_weights_digest, load_face_clip, validate_face_config)
-from mer.core.timebase import span_times, with_times
-from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, TOKEN_POOLS, load_mae_dfer
 from mer.core.samples import Sample
+from mer.core.timebase import span_times, with_times
 
 FEATURES = (*TOKEN_POOLS, "encoder_norm")
 LEVELS = ("utterance", "frame")
@@ -166,8 +174,6 @@ class MAEDFERExtractor(Extractor):
 
     # --- identity -------------------------------------------------------------------------
     def weights_file(self) -> str:
-        from feature_extractors.weights import resolve_weights
-
         return str(resolve_weights(self.config.weights))
 
     def weights_digest(self) -> str:
@@ -288,7 +294,7 @@ def _resize(crops: np.ndarray, size: int) -> np.ndarray:
     growing, as the crops came)."""
     if crops.shape[1:3] == (size, size):
         return crops
-    import cv2
+    import cv2  # deferred: loads cv2 only when used
 
     interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
     return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in crops])

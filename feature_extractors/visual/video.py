@@ -119,7 +119,7 @@ def video_rate(path: str | os.PathLike | None) -> tuple[int, float]:
 
 def _probe(path: str) -> tuple[int, float]:
     """(frame-count guess, fps) from the container header: cheap, no decoding."""
-    import av
+    import av  # deferred: loads av only when used
 
     try:
         with av.open(path) as container:
@@ -146,7 +146,7 @@ def _decode(path: str, keep: np.ndarray | None, fn: Callable[[np.ndarray], T]) -
     clip: a damaged tail costs the frames it holds, not the clip. Only a clip of which not one
     frame decodes raises ``decode_error``.
     """
-    import av
+    import av  # deferred: loads av only when used
 
     wanted = set(int(i) for i in keep) if keep is not None else set()
     kept: dict[int, T] = {}
@@ -186,7 +186,7 @@ def display_matrix(frame, rotate_tag: str | None = None) -> np.ndarray | None:
     """The 3x3 display matrix (int32 ``[9]``, FFmpeg's layout) of a decoded PyAV video frame, or
     None when the clip is stored upright. Without the matrix side data, a ``rotate`` stream tag
     (degrees clockwise, as older muxers and Matroska files carry it) gives the matrix instead."""
-    from av.sidedata.sidedata import Type
+    from av.sidedata.sidedata import Type  # deferred: loads av only when used
 
     side = frame.side_data.get(Type.DISPLAYMATRIX)
     if side is not None:
@@ -206,7 +206,7 @@ def display_matrix(frame, rotate_tag: str | None = None) -> np.ndarray | None:
 
 def read_display_matrix(path: str | os.PathLike) -> np.ndarray | None:
     """:func:`display_matrix` of a video's first frame (None when upright or undecodable)."""
-    import av
+    import av  # deferred: loads av only when used
 
     try:
         with av.open(os.fspath(path)) as container:
@@ -299,7 +299,7 @@ def _natural_key(name: str) -> list[object]:
 
 
 def _read_image_folder(folder: Path, num_frames: int | None) -> tuple[np.ndarray, np.ndarray, int]:
-    import cv2
+    import cv2  # deferred: loads cv2 only when used
 
     files = sorted((f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES),
                    key=lambda f: _natural_key(f.name))

@@ -19,6 +19,7 @@ a wrong path or a missing codec should not grind through 100,000 clips. What was
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
@@ -38,6 +39,7 @@ from mer.core.samples import Sample
 from mer.core.timebase import times_of, valid_times, with_times
 
 from .store import CacheEntry, Failure
+from .workers import DecodePool
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +159,6 @@ def context_for(entry: CacheEntry) -> ExtractContext:
 def _decoded(extractor: Extractor, todo: Sequence[Sample], opts: FillOptions, report: FillReport
              ) -> Iterator[tuple[Sample, Any]]:
     if opts.workers > 0 and len(todo) > 1:
-        from .workers import DecodePool
-
         t0 = time.perf_counter()
         with DecodePool(extractor, opts.workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb,
                         prefetch=opts.prefetch) as pool:
@@ -179,8 +179,6 @@ def fill_entry(entry: CacheEntry, extractor: Extractor, samples: Sequence[Sample
     recorded failure. ``overrides`` are :class:`FillOptions` fields (``workers=2``)."""
     opts = options or FillOptions()
     if overrides:
-        import dataclasses
-
         opts = dataclasses.replace(opts, **overrides)
     t0 = time.perf_counter()
     if opts.shard is not None:

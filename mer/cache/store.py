@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -54,9 +55,16 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from mer.core.hashing import cache_key, sha256_file
+from mer.core.io import (
+    append_json_lines,
+    atomic_save_npy,
+    atomic_write_bytes,
+    atomic_write_json,
+    line_ok,
+    read_json_lines,
+    with_crc,
+)
 from mer.core.timebase import valid_times
-from mer.core.io import (append_json_lines, atomic_save_npy, atomic_write_bytes, atomic_write_json, line_ok,
-                         read_json_lines, with_crc)
 
 log = logging.getLogger(__name__)
 
@@ -963,8 +971,6 @@ def _read_part(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()

@@ -34,6 +34,7 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
+import resource
 import signal
 import sys
 import threading
@@ -93,8 +94,6 @@ def _worker_main(conn, payload: bytes, memory_mb: int | None, threads: int) -> N
     extractor: Extractor = pickle.loads(payload)
     extractor.warmup()
     if memory_mb:
-        import resource
-
         base = _vm_size_bytes()
         if base is not None:
             limit = base + int(memory_mb) * (1 << 20)

@@ -18,7 +18,7 @@ import sys
 import traceback
 from typing import Any, Callable, TypeVar
 
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from mer.core.redact import mask_secrets, masked_output
 
@@ -56,10 +56,6 @@ def _first_line(text: str) -> str:
 
 def _omegaconf_message(err: BaseException) -> str | None:
     """A config error (mistyped or missing key, bad interpolation, wrong type) as ``key: what``."""
-    try:
-        from omegaconf.errors import OmegaConfBaseException
-    except ImportError:  # pragma: no cover - omegaconf ships with mer
-        return None
     if not isinstance(err, OmegaConfBaseException):
         return None
 
@@ -106,7 +102,6 @@ def _hydra_message(err: BaseException) -> str | None:
             return inner + plus
     options = getattr(err, "options", None)
     if options:      # MissingConfigException: an unknown config group option (features/text=foo)
-        import difflib
 
         missing = str(getattr(err, "missing_cfg_file", "") or "").rsplit("/", 1)[-1]
         close = difflib.get_close_matches(missing, list(options), n=1) if missing else []

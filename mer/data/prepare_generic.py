@@ -38,6 +38,7 @@ import numpy as np
 from mer.core.samples import LabelSpec, Sample
 
 from .manifest import Manifest, read_frame_labels
+from .prepare_merbench import iemocap_session
 from .recipe_io import check_names, parse_valence, read_table, resolve_root
 from .recipes import RECIPES
 
@@ -234,8 +235,6 @@ def prepare_generic(root: str | os.PathLike, *, manifest: str | os.PathLike, lan
     samples = [_row_sample(row, row_no, ctx) for row_no, row in enumerate(rows, start=1)]
     check_names([s.name for s in samples], source)
     if not any("group" in row for row in rows):
-        from .prepare_merbench import iemocap_session
-
         sessions = [iemocap_session(s.name) for s in samples]
         if samples and all(sessions):
             samples = [dataclasses.replace(s, group=g) for s, g in zip(samples, sessions)]

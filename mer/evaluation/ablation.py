@@ -19,7 +19,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
+from mer.core.redact import mask_secrets
 from mer.evaluation.reports import fusion_label, results_table
 
 METRICS = ("wf1", "combined", "acc", "mse")
@@ -49,8 +51,6 @@ class Cell:
 def _fusion_of(run_dir: Path, summary: Mapping[str, Any]) -> str:
     cfg = run_dir / "config_resolved.yaml"
     if cfg.is_file():
-        from omegaconf import OmegaConf
-
         node = OmegaConf.load(cfg)
         return str(node.get("fusion", {}).get("name", "?"))
     return str(summary.get("fusion", "?"))
@@ -82,7 +82,6 @@ def load_mlflow(experiment: str, tracking_uri: str | None = None) -> list[RunRec
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         known = [e.name for e in client.search_experiments()]
-        from mer.core.redact import mask_secrets
 
         where = mask_secrets(client._tracking_client.tracking_uri)
         raise SystemExit(f"no MLflow experiment {experiment!r} in {where} (have: {known})")

@@ -18,8 +18,12 @@ import sys
 from pathlib import Path
 
 from mer.core.env import configure_environment
+from mer.ov.agreement import grouper_agreement
 from mer.ov.groupers import build_grouper
 from mer.ov.io import parse_openset_wheel, read_openset_csv, validate_openset_file
+from mer.ov.metric import mer2024_ov_score, wheel_ov_score
+from mer.ov.wheel import load_wheel_assets
+from submissions.validate import read_names
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WHEEL = REPO.parent / "shared" / "data" / "emotion-wheel"
@@ -70,8 +74,6 @@ def main(argv=None) -> int:
 
     try:
         if args.command == "validate":
-            from submissions.validate import read_names
-
             names = read_names(args.names) if args.names else None
             problems = validate_openset_file(args.file, names, allow_empty=not args.no_empty)
             if problems:
@@ -83,9 +85,6 @@ def main(argv=None) -> int:
                   + (f"; names match the {len(names)} expected" if names else ""))
             return 0
         if args.command == "score" and args.metric == "wheel":
-            from mer.ov.metric import wheel_ov_score
-            from mer.ov.wheel import load_wheel_assets
-
             wheel = args.wheel_dir or DEFAULT_WHEEL
             gold = read_openset_csv(args.gold, parse_openset_wheel)
             pred = read_openset_csv(args.pred, parse_openset_wheel)
@@ -93,14 +92,10 @@ def main(argv=None) -> int:
             return 0
         gold, pred = read_openset_csv(args.gold), read_openset_csv(args.pred)
         if args.command == "score":
-            from mer.ov.metric import mer2024_ov_score
-
             grouper = _grouper(args)
             result = mer2024_ov_score(gold, pred, grouper, args.empty_gt)
             print(f"{result}\n  grouper: {grouper.describe()}")
             return 0
-        from mer.ov.agreement import grouper_agreement
-        from mer.ov.groupers import build_grouper
 
         if not args.groupings:
             raise SystemExit("agreement needs --groupings openset-synonym.zip (the reference)")

@@ -36,8 +36,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mer.core.config import option
-from mer.ov.lexicon import BROAD_FAMILIES, builtin_heads, lemmatize, normalise
+from mer.core.redact import mask_secrets
 from mer.core.registry import Registry
+from mer.ov.lexicon import BROAD_FAMILIES, builtin_heads, lemmatize, normalise
+from mer.ov.wheel import load_wheel_assets
 
 GROUPERS: Registry[type["BaseGrouper"]] = Registry("OV grouper")
 
@@ -189,8 +191,6 @@ class OfflineGrouper(BaseGrouper):
         self._assets = None
         self._known: frozenset[str] = frozenset()
         if self.wheel_dir is not None:
-            from mer.ov.wheel import load_wheel_assets
-
             self._assets = load_wheel_assets(self.wheel_dir)
             self._known = frozenset(b for bs in self._assets.format_map.values() for b in bs) | \
                 frozenset(self._assets.synonym_map)
@@ -289,7 +289,6 @@ class ChatClient:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         url = f"{self.base_url}/chat/completions"
-        from mer.core.redact import mask_secrets
 
         shown = mask_secrets(url)                   # messages never carry a password in the URL
         last: Exception | None = None
@@ -381,8 +380,6 @@ class LLMGrouper(BaseGrouper):
         self.n_unparsed = 0
 
     def describe(self) -> str:
-        from mer.core.redact import mask_secrets
-
         return f"llm ({self.client.model} at {mask_secrets(self.client.base_url)})"
 
     def group(self, sample, gt, pred):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from feature_extractors.base import build_extractor
+from mer.cache.fill import fill_entry
 from mer.cache.store import FeatureStore
 from mer.core.samples import MER_CLASSES
 from mer.data.prepare_mer2023 import prepare_mer2023
@@ -51,7 +52,6 @@ def mer2023_lexical(root: str | os.PathLike, cache_dir: str | os.PathLike | None
                     names: list[str] | None = None, labelled_only: bool = True,
                     progress: bool = False) -> FeatureSet:
     """MiniLM features of MER2023 samples (training split by default; ``names`` picks others)."""
-    from mer.cache.fill import fill_entry  # deferred: loads tqdm only when used
 
     root = Path(root).expanduser()
     manifest = prepare_mer2023(root, language="english")

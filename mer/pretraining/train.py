@@ -51,6 +51,7 @@ from feature_extractors.visual.lgi_former import (
     reconstruction_loss,
     reconstruction_targets,
 )
+from feature_extractors.weights import resolve_weights
 from mer.core.io import atomic_file
 from mer.core.samples import Sample
 
@@ -195,8 +196,6 @@ def build_model(settings: PretrainSettings) -> MAEDFERPretrain:
     if not isinstance(model, MAEDFERPretrain):
         raise ValueError(f"{settings.model!r} is not a pretraining variant (it has no decoder)")
     if settings.init_from:
-        from feature_extractors.weights import resolve_weights
-
         path = resolve_weights(settings.init_from)
         sd, _, epoch = read_checkpoint(str(path))
         try:

@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from omegaconf import DictConfig
 
+from feature_extractors.visual.video import video_rate
 from mer.core.config import plain
 from mer.core.errors import UserError
 from mer.data.bundle import FeatureBundle
@@ -107,8 +108,6 @@ def extra_targets(samples, spec, X: FeatureBundle) -> dict[str, np.ndarray]:
     if spec.has_arousal:
         out["arousal"] = arousal_array(samples)
     if spec.has_frame_labels:
-        from feature_extractors.visual.video import video_rate
-
         ref = X.modalities[frame_reference(X)]
         frames = np.full((len(samples), ref.X.shape[1]), -1, np.int64)
         by_share = 0

@@ -52,7 +52,19 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 
+from mer.core.config import option
+from mer.core.errors import UserError
+from mer.ov.groupers import GROUPERS, OfflineGrouper, parse_groups, resolve_path_option
+from mer.ov.io import read_openset_csv, validate_openset_file, write_openset_csv
+from mer.ov.metric import mer2024_ov_score
+from mer.ov.predictors import (
+    EmbeddingSimilarityPredictor,
+    MultiLabelOVPredictor,
+    ProbabilityVocabularyPredictor,
+    load_text_encoder,
+)
 from mer.tracks._common import FlatFeatures, mean_std, safe_name
 from mer.tracks.base import STRATEGIES, Strategy, TrackData, TrackOutcome
 from mer.training.cv import stratified_folds
@@ -99,8 +111,6 @@ def demo_ov_gold(cues_csv: str | Path, seed: int, names: Sequence[str] | None = 
 
 def load_ov_gold(ctx) -> tuple[dict[str, list[str]], str]:
     """The labelled OV set ``name -> words`` and where it came from."""
-    from mer.ov.io import read_openset_csv, write_openset_csv
-
     cfg, manifest = ctx.cfg, ctx.manifest
     gold_path = cfg.track.get("gold")
     if gold_path:
@@ -110,7 +120,6 @@ def load_ov_gold(ctx) -> tuple[dict[str, list[str]], str]:
         try:
             gold = read_openset_csv(path)
         except (TypeError, ValueError) as err:          # the user's ground-truth file
-            from mer.core.errors import UserError
 
             raise UserError(f"track.gold: {err}") from err
         known = set(manifest.names())
@@ -132,8 +141,6 @@ def load_ov_gold(ctx) -> tuple[dict[str, list[str]], str]:
 def build_groupers(cfg, gold_path: str | None) -> tuple[dict[str, Any], dict[str, str]]:
     """``{name: grouper}`` for the headline and extra groupers; ``{name: why skipped}``. Each
     grouper class reads its own options from the track config (``from_track``)."""
-    from mer.ov.groupers import GROUPERS
-
     t = cfg.track
     folder = Path(gold_path).parent if gold_path and Path(gold_path).is_file() else None
     names = [str(t.grouper)] + [str(g) for g in (t.get("also_score") or []) if str(g) != str(t.grouper)]
@@ -149,8 +156,6 @@ def build_groupers(cfg, gold_path: str | None) -> tuple[dict[str, Any], dict[str
 
 def _coverage(grouper, gold: Mapping[str, list[str]], pred: Mapping[str, list[str]]) -> float:
     """Share of predicted words that the official cached groups of their sample hold."""
-    from mer.ov.groupers import parse_groups
-
     texts = grouper._load()
     hit = tot = 0
     for n in gold:
@@ -164,8 +169,6 @@ def _coverage(grouper, gold: Mapping[str, list[str]], pred: Mapping[str, list[st
 def score_all(gold, pred, groupers: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """``{grouper: {accuracy, recall, score, n_samples[, coverage]}}``; a grouper that cannot
     score these samples (official groupings without them) is left out."""
-    from mer.ov.metric import mer2024_ov_score
-
     out = {}
     for gname, g in groupers.items():
         if gname == "official_cache" and not set(gold) <= set(g.samples()):
@@ -192,8 +195,6 @@ class _OVModels:
 
     def fit_predict(self, predictor: str, gold: Mapping[str, list[str]], fit_names: Sequence[str],
                     pred_names: Sequence[str]) -> dict[str, list[str]]:
-        from mer.core.config import option
-
         X, row = self.X, self.row
         Xp = X[[row[n] for n in pred_names]]
         o = self.opts[predictor]
@@ -202,9 +203,6 @@ class _OVModels:
             return option(o, key, f"track.predictor_options.{predictor}")
 
         if predictor == "probabilities":
-            from sklearn.linear_model import LogisticRegression
-            from mer.ov.predictors import ProbabilityVocabularyPredictor
-
             held = set(pred_names)
             rows = [(row[n], y) for n, y in self.train_rows if n not in held]
             clf = LogisticRegression(C=float(opt("C")), max_iter=2000)
@@ -216,16 +214,12 @@ class _OVModels:
                                                   max_classes=int(opt("max_classes"))).predict(probs, pred_names)
         words = [gold[n] for n in fit_names]
         if predictor == "multilabel":
-            from mer.ov.predictors import MultiLabelOVPredictor
-
             m = MultiLabelOVPredictor(key=self.key, min_count=int(opt("min_count")),
                                       C=float(opt("C")), seed=self.seed)
             m.select(X[[row[n] for n in fit_names]], words, list(fit_names), self.headline,
                      n_splits=int(opt("inner_folds")))
             return m.predict(Xp, list(pred_names))
         if predictor == "embedding":
-            from mer.ov.predictors import EmbeddingSimilarityPredictor, load_text_encoder
-
             min_count = int(opt("min_count"))
             counts = Counter(w.lower() for ws in words for w in dict.fromkeys(ws))
             vocab = sorted(w for w, c in counts.items() if c >= min_count) or sorted(counts)
@@ -246,8 +240,6 @@ class OpenVocabularyStrategy(Strategy):
     name = "open_vocabulary"
 
     def prepare(self, ctx) -> TrackData:
-        from mer.ov.groupers import OfflineGrouper
-
         cfg, manifest, bundle = ctx.cfg, ctx.manifest, ctx.bundle
         t = cfg.track
         gold, source = load_ov_gold(ctx)
@@ -320,9 +312,6 @@ class OpenVocabularyStrategy(Strategy):
         return {"oof": oof, "predictors": predictors, "dropped": dropped}
 
     def write_outputs(self, ctx, data: TrackData, evaluation: Mapping[str, Any]) -> TrackOutcome:
-        from mer.ov.groupers import resolve_path_option
-        from mer.ov.io import read_openset_csv, validate_openset_file, write_openset_csv
-
         cfg, manifest, out, e = ctx.cfg, ctx.manifest, ctx.out, data.extras
         t = cfg.track
         gold, groupers, headline_name = e["gold"], e["groupers"], str(t.grouper)

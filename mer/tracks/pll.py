@@ -39,11 +39,13 @@ import numpy as np
 import pandas as pd
 
 from mer.evaluation.metrics import accuracy, weighted_f1
-from mer.pll.arnet import ARNetRefiner
-from mer.pll.candidates import candidate_stats
+from mer.ov.groupers import OfflineGrouper
+from mer.pll.arnet import ARNetRefiner, choose_base
+from mer.pll.candidates import candidate_stats, candidates_from_votes, candidates_from_words, noisy_candidates
 from mer.pll.learners import build_learner
 from mer.tracks._common import FlatFeatures, mean_std, safe_name
 from mer.tracks.base import STRATEGIES, Strategy, TrackData, TrackOutcome
+from mer.tracks.ov import load_ov_gold
 from mer.training.cv import stratified_folds
 from mer.training.data import Split
 from submissions.validate import validate_submission
@@ -64,13 +66,9 @@ def make_candidates(ctx, samples: list, y: np.ndarray, seed: int) -> tuple[list,
     t, classes = ctx.cfg.track, list(ctx.manifest.label_spec.classes)
     source = str(t.candidates)
     if source == "generated":
-        from mer.pll.candidates import noisy_candidates
-
         cseed = seed if t.get("candidate_seed") is None else int(t.candidate_seed)
         return samples, y, noisy_candidates(y, len(classes), float(t.q), float(t.eta), cseed)
     if source == "votes":
-        from mer.pll.candidates import candidates_from_votes
-
         votes = [s.meta.get("votes") for s in samples]
         if not any(votes):
             have = ", ".join(DATASETS_WITH_VOTES) or "none of the bundled recipes"
@@ -81,10 +79,6 @@ def make_candidates(ctx, samples: list, y: np.ndarray, seed: int) -> tuple[list,
         return ([samples[i] for i in keep], y[keep],
                 candidates_from_votes([votes[i] for i in keep], classes, [samples[i].name for i in keep]))
     if source == "ov_words":
-        from mer.ov.groupers import OfflineGrouper
-        from mer.pll.candidates import candidates_from_words
-        from mer.tracks.ov import load_ov_gold
-
         gold, _ = load_ov_gold(ctx)
         keep = [i for i, s in enumerate(samples) if s.name in gold]
         if not keep:
@@ -103,7 +97,6 @@ def _fit(method: str, ctx, X, S, y, seed: int) -> tuple[Any, list[dict], dict[st
     epochs = int(t.epochs)
     name = str(t.learner)
     if name == "auto":                  # from the training folds' candidate sets alone
-        from mer.pll.arnet import choose_base
 
         name = choose_base(S)
     learner = build_learner(name, epochs=epochs, seed=seed, **dict(t.get("learner_params") or {}))

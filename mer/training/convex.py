@@ -10,6 +10,7 @@ computes it) for ``alpha``. Nothing here ever sees the held-out fold of the oute
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -148,7 +149,5 @@ def check_supported(split: Split, strategy) -> None:
         raise UserError("fusion=linear gives no per-frame outputs; this dataset has per-frame labels: "
                         "use fusion=lstm, gru or tcn")
     if getattr(strategy, "augment", None) is not None:
-        import logging
-
         logging.getLogger("mer").info("fusion=linear: the strategy's batch augmentation (modality dropout, "
                                       "feature noise) does not apply to a convex fit; corrupted copies still do")

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
-from mer.evaluation.scoring import score_outputs, score_predictions
+from mer.evaluation.scoring import score_outputs, score_predictions, score_targets
 
 from .data import Split
 from .folds import make_folds, split_strata
@@ -168,8 +168,6 @@ def cross_validate(estimator, train: Split, tests: Mapping[str, Split], *, n_fol
     oof_scores = score_predictions(train.y[labelled], oof_probs[labelled], train.v[labelled],
                                    None if oof_val is None else oof_val[labelled], train.valence_range)
     if oof_arousal is not None:
-        from mer.evaluation.scoring import score_targets
-
         oof_scores.update(score_targets({"arousal": train.targets["arousal"][labelled]},
                                         {"arousal": oof_arousal[labelled],
                                          **({} if oof_val is None else {"valence": oof_val[labelled]})},

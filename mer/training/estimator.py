@@ -13,9 +13,14 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from fusion.base import build_fusion, FUSION
+from fusion.base import FUSION, TargetHeads, build_fusion
+from mer.data.frames import step_mask
+from mer.data.sequences import frame_reference, window_bundle, window_frame_targets
+from mer.evaluation.scoring import score_for_selection, score_outputs
 
+from .convex import check_supported, fit_convex
 from .data import Split
+from .folds import GROUP_PROTOCOLS, make_folds, split_strata
 from .loop import predict, to_tensors, train_loop
 from .objective import SupervisedObjective
 from .standardize import mean_and_scale
@@ -115,7 +120,6 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         ``(split, None)``."""
         if not self.window_size or not self._is_frame_model() or not split.X.has_sequences:
             return split, None
-        from mer.data.sequences import window_bundle, window_frame_targets
 
         hop = int(self.window_hop or self.window_size)
         # per-frame labels live on the frame stream's steps; otherwise each sample's longest stream
@@ -129,8 +133,6 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
     def _frame_stream(self, split: Split) -> str:
         """The stream per-frame labels and outputs follow: ``frame_reference``, else the default
         rule of :func:`mer.data.sequences.frame_reference`."""
-        from mer.data.sequences import frame_reference
-
         return self.frame_reference or frame_reference(split.X)
 
     @staticmethod
@@ -151,7 +153,6 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         frames = "frames" in train.targets
         if not (arousal or frames):
             return model
-        from fusion.base import TargetHeads
 
         if frames:
             if not getattr(model, "frame_outputs", False):
@@ -171,8 +172,6 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         out = {}
         for m, f in train.X.modalities.items():
             if f.is_sequence:
-                from mer.data.frames import step_mask
-
                 rows = f.X[step_mask(f.lengths, f.X.shape[1])]      # every real step of every row
             else:
                 rows = f.X[f.present]
@@ -187,8 +186,6 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         a seeded stratified (group-aware when the split has groups) share ``inner_fraction`` of the
         rows a person labelled. Corrupted copies (``<name>@<condition>``) and down-weighted rows
         (pseudo-labels) always stay on the fitting side. ``None`` when too few rows to split."""
-        from .folds import GROUP_PROTOCOLS, make_folds, split_strata
-
         weight = train.weight if train.weight is not None else np.ones(len(train))
         eligible = np.array([("@" not in n) for n in train.names]) & (weight >= 1.0)
         strata = split_strata(train.y, train.v, 2).copy()
@@ -208,14 +205,10 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
 
     def _selection_score(self, pred: Mapping[str, np.ndarray], split: Split) -> float:
         """``select_metric`` of predictions of ``split``'s rows (higher is better)."""
-        from mer.evaluation.scoring import score_for_selection
-
         return score_for_selection(self.select_metric, split.y, pred["probs"], split.v, pred.get("valence"),
                                    outputs=pred, targets=split.targets, valence_range=split.valence_range)
 
     def _fit_convex(self, train: Split, eval_set: Split | None, strategy) -> "FusionEstimator":
-        from .convex import check_supported, fit_convex
-
         train = self._level_split(train)
         check_supported(train, strategy)
         self.input_dims_ = train.X.dims
@@ -240,7 +233,6 @@ class FusionEstimator(ClassifierMixin, BaseEstimator):
         score is optimistic) or on an inner split of ``train`` (``selection='inner'``: ``eval_set``
         is then only monitored, each epoch's scores recorded in ``history_``, so the held-out fold
         stays unseen and its score is honest)."""
-        from mer.evaluation.scoring import score_outputs
         strategy = strategy or SupervisedObjective()
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")

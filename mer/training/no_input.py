@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mer.core.errors import UserError
 from mer.data.bundle import FeatureBundle
 from mer.training.cv import Predictions
 from mer.training.data import Split
@@ -45,8 +46,6 @@ def drop_no_input(split: Split) -> Split:
     if not mask.any():
         return split
     if mask.all():
-        from mer.core.errors import UserError
-
         raise UserError(f"none of the {len(mask)} training samples has a feature in any modality (every "
                         f"extraction failed; see failures.jsonl in the run folder): check the dataset's media "
                         f"and transcripts, or choose other features/text, features/audio, features/visual")

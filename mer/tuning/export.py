@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from mer.core.errors import UserError
+
 from .space import CONF_DIR
 
 GROUPS = ("data", "features/text", "features/audio", "features/visual", "fusion", "train", "track")
@@ -85,8 +87,6 @@ def export_dir_for(export_dir: str | Path | None, study_dir: Path) -> Path:
     ``experiment/<name>.yaml`` under a search-path folder."""
     folder = (Path(export_dir).expanduser() if export_dir else Path(study_dir) / "experiment").resolve()
     if folder.name != "experiment":
-        from mer.core.errors import UserError
-
         raise UserError(f"tune.export_dir={folder} must be a folder named 'experiment' (Hydra finds "
                         f"+experiment=<name> as experiment/<name>.yaml); e.g. "
                         f"tune.export_dir={folder / 'experiment'}")

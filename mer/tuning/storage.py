@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import socket
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from mer.core.procs import pid_alive
@@ -82,9 +85,6 @@ def sqlite_single_writer(url: str) -> Iterator[None]:
 def open_storage(url: str):
     """The Optuna storage behind ``url`` (a journal file or an RDB URL)."""
     if url.startswith("journal:"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
         path = Path(url[len("journal:"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
@@ -101,8 +101,6 @@ def claim_lock(url: str) -> Iterator[None]:
     if url.startswith("journal:"):
         lock_path = Path(url[len("journal:"):] + ".claim.lock")
     else:
-        import hashlib
-
         lock_path = Path("/tmp") / f"mer-tune-{hashlib.sha1(url.encode()).hexdigest()[:12]}.claim.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as fh:

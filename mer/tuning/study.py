@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -30,7 +31,7 @@ from mer.core.env import configure_environment
 from mer.core.errors import UserError
 from mer.core.redact import mask_secrets
 from mer.evaluation.scoring import score_predictions
-from mer.tracking import build_tracker
+from mer.tracking import build_tracker, flatten
 from mer.training.cv import stratified_folds
 
 from .export import export_dir_for, reproduce_args, reproduce_command, safe_name, write_experiment
@@ -63,8 +64,6 @@ def make_sampler(tune: Mapping[str, Any], worker_index: int = 0, offset: int = 0
     seed = s.pop("seed", 0)
     seed = None if seed is None else int(seed) + 1009 * offset + worker_index
     if name == "tpe":
-        import warnings
-
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(s.get("n_startup_trials", 10)),
                                           multivariate=bool(s.get("multivariate", True)),
@@ -399,7 +398,6 @@ def run_study(cfg: DictConfig, overrides: Sequence[str] = (), choices: Mapping[s
                                                  "out_dir": str(study_dir)})
                 parent_id = parent.info.run_id
                 study.set_user_attr(PARENT_RUN_ATTR, parent_id)
-                from mer.tracking import flatten
 
                 for k, v in flatten({"tune": OmegaConf.to_container(tune, resolve=True)}).items():
                     client.log_param(parent_id, k, mask_secrets(str(v))[:6000])

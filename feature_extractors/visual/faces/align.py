@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from feature_extractors.visual.faces.detectors import Box, FaceDetector, load_cascade, detect_faces
+from feature_extractors.visual.faces.detectors import Box, FaceDetector, detect_faces, load_cascade
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class HaarEyeFinder:
         The band is searched at most ``work_width`` pixels wide (a bigger face is shrunk first):
         eyes stay well above the cascade's 20 px window, and the cost no longer grows with the
         face's size."""
-        import cv2
+        import cv2  # deferred: loads cv2 only when used
 
         x, y, w, h = (int(v) for v in box)
         top, bottom = y + int(0.15 * h), y + int(0.60 * h)
@@ -107,7 +107,7 @@ def square_box(box: Box, margin: float, frame_hw: tuple[int, int]) -> Box:
 def resize_square(frame: np.ndarray, box: Box, size: int) -> np.ndarray:
     """Cut ``box`` from ``frame`` and resize to ``size`` x ``size`` (area averaging when
     shrinking, which avoids aliasing; bilinear when enlarging)."""
-    import cv2
+    import cv2  # deferred: loads cv2 only when used
 
     x, y, w, h = box
     patch = frame[y:y + h, x:x + w]
@@ -119,7 +119,7 @@ def alignment_matrix(box: Box, roll_deg: float, margin: float, size: int) -> np.
     """The similarity transform ``[2, 3]`` (frame pixels -> crop pixels) of :func:`aligned_crop`:
     rotate by ``roll_deg`` about the box centre (levelling an eye line at that angle), scale the
     square of side ``max(w, h) * (1 + 2 * margin)`` to ``size``, centre it in the crop."""
-    import cv2
+    import cv2  # deferred: loads cv2 only when used
 
     x, y, w, h = box
     side = max(w, h) * (1 + 2 * margin)
@@ -134,7 +134,7 @@ def aligned_crop(frame: np.ndarray, box: Box, roll_deg: float, margin: float, si
     becomes level (``cv2.warpAffine`` with :func:`alignment_matrix`). Pixels outside the frame
     repeat its border. A big face is first shrunk with area averaging (warping alone would
     alias when scaling down by more than 2)."""
-    import cv2
+    import cv2  # deferred: loads cv2 only when used
 
     x, y, w, h = box
     side = max(w, h) * (1 + 2 * margin)
@@ -190,7 +190,7 @@ def frame_faces(frame: np.ndarray, detector: FaceDetector, size: int, margin: fl
             eyes = det.landmarks[i, :2]
         elif align and eye_finder is not None:
             if gray is None:
-                import cv2
+                import cv2  # deferred: loads cv2 only when used
 
                 gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
             eyes = eye_finder.find(gray, box)

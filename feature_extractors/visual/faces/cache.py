@@ -17,11 +17,14 @@ import io
 import logging
 import zipfile
 from pathlib import Path
+
 import numpy as np
 
-from mer.core.artifacts import ArtifactEntry, ArtifactKind, register_kind
 from feature_extractors.visual.faces.clip import FaceClip
 from feature_extractors.visual.faces.config import FaceConfig, face_config_hash, face_identity
+from mer.core.artifacts import ArtifactEntry, ArtifactKind, register_kind
+from mer.core.failures import MediaError
+from mer.core.fingerprints import FingerprintCache
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,6 @@ def face_cache_path(context, cfg: FaceConfig, name: str) -> Path | None:
 def _source_fingerprint(video_path: str) -> str:
     """The video's content fingerprint (the feature cache's, remembered by stat): a replaced
     video, even of the same size, must not get the old crops."""
-    from mer.core.fingerprints import FingerprintCache
-
     return FingerprintCache().file(video_path)
 
 
@@ -77,8 +78,6 @@ def read_cached_clip(entry: ArtifactEntry, name: str, cfg: FaceConfig, video_pat
     """The cached :class:`FaceClip` of ``name``, the cached failure (a ``MediaError``), or None
     on a miss. A file that cannot be read whole (torn, corrupt, of another shape) or made from
     another video is a miss: the clip is detected again and stored anew."""
-    from mer.core.failures import MediaError
-
     item = entry.read(name, _source_fingerprint(video_path))
     if item is None:
         return None

@@ -11,6 +11,9 @@ from feature_extractors.visual.faces.align import FrameFaces, HaarEyeFinder, fra
 from feature_extractors.visual.faces.config import FaceConfig, make_detector
 from feature_extractors.visual.faces.detectors import Box, FaceDetector
 from feature_extractors.visual.faces.tracking import main_face_indices
+from feature_extractors.visual.video import map_frames, read_face_track, uniform_indices, video_rate
+from mer.core.failures import MediaError
+from mer.core.timebase import frame_times
 
 
 @dataclass
@@ -34,8 +37,6 @@ class FaceClip:
 
     def pick(self, num: int) -> "FaceClip":
         """``num`` crops spread uniformly over the clip's crops (all when it has fewer)."""
-        from feature_extractors.visual.video import uniform_indices
-
         idx = uniform_indices(len(self.crops), num)
         return dataclasses.replace(
             self, crops=self.crops[idx], frame_index=self.frame_index[idx],
@@ -48,8 +49,6 @@ def face_times(clip: FaceClip, video_path: str | None = None) -> np.ndarray | No
     video's rate, so frames without a face drop out with their time. The organisers' crops carry
     no rate: the sample's video gives it when the track holds one crop per video frame (its length
     within 1 % of the video's frame count); else, and without a video, None (unknown)."""
-    from mer.core.timebase import frame_times
-
     return frame_times(clip.frame_index, clip_rate(clip, video_path))
 
 
@@ -58,8 +57,6 @@ def clip_rate(clip: FaceClip, video_path: str | None = None) -> float:
     if clip.fps > 0:
         return float(clip.fps)
     if clip.source == "release" and video_path:
-        from feature_extractors.visual.video import video_rate
-
         count, fps = video_rate(video_path)
         if fps > 0 and count > 0 and abs(count - clip.total_frames) <= max(2, 0.01 * count):
             return float(fps)
@@ -71,9 +68,6 @@ _EYE_FINDER = HaarEyeFinder()
 
 def detect_face_clip(video_path: str, cfg: FaceConfig, name: str = "") -> FaceClip:
     """:func:`load_face_clip` for a video, without the cache."""
-    from mer.core.failures import MediaError
-    from feature_extractors.visual.video import map_frames
-
     detector = make_detector(cfg)
     eye_finder = _EYE_FINDER if cfg.align else None
     # A face whose eyes are missed in one frame (a blink, a blur) keeps the roll it had in the
@@ -107,9 +101,7 @@ def detect_face_clip(video_path: str, cfg: FaceConfig, name: str = "") -> FaceCl
 
 
 def release_clip(face_path: str, cfg: FaceConfig) -> FaceClip:
-    import cv2
-
-    from feature_extractors.visual.video import read_face_track
+    import cv2  # deferred: loads cv2 only when used
 
     crops, idx, total = read_face_track(face_path, cfg.max_frames or None)
     if crops.shape[1:3] != (cfg.size, cfg.size):

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mer.core.hashing import cache_key
 from feature_extractors.visual.faces.detectors import FACE_DETECTORS, FaceDetector
+from mer.core.hashing import cache_key, file_digest
 
 FACE_PIPELINE_VERSION = "2"
 """Bump when the crops change for the same :class:`FaceConfig` (it is part of the cache entry's
@@ -69,7 +69,6 @@ def face_weights_digest(cfg: FaceConfig) -> str:
     """sha256 of the detector's weights file ("none" when it has none)."""
     if not cfg.detector_weights:
         return "none"
-    from mer.core.hashing import file_digest
 
     return file_digest(cfg.detector_weights)
 

@@ -81,7 +81,7 @@ class HaarFaceDetector:
                    min_size=(cfg.min_face_px,) * 2, max_side=cfg.detect_max_side)
 
     def detect(self, frame_rgb: np.ndarray) -> np.ndarray:
-        import cv2
+        import cv2  # deferred: loads cv2 only when used
 
         gray = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
         gray, scale = _shrink(gray, self.max_side)
@@ -136,7 +136,7 @@ class YuNetFaceDetector:
         return self.detect_with_landmarks(frame_rgb).boxes
 
     def detect_with_landmarks(self, frame_rgb: np.ndarray) -> Detections:
-        import cv2
+        import cv2  # deferred: loads cv2 only when used
 
         bgr = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
         bgr, scale = _shrink(bgr, self.max_side)
@@ -148,7 +148,7 @@ class YuNetFaceDetector:
     def _net(self):
         net = self.__dict__.get("_yunet")
         if net is None:
-            import cv2
+            import cv2  # deferred: loads cv2 only when used
 
             if not hasattr(cv2, "FaceDetectorYN"):
                 raise RuntimeError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (4.8+ has it)")
@@ -173,7 +173,7 @@ def yunet_rows_to_detections(rows: np.ndarray | None, scale: float = 1.0) -> Det
 def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """``image`` shrunk (area averaging) so its longer side is at most ``max_side`` (0: as is),
     and the factor applied."""
-    import cv2
+    import cv2  # deferred: loads cv2 only when used
 
     if not max_side or max(image.shape[:2]) <= max_side:
         return image, 1.0
@@ -183,7 +183,7 @@ def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 
 def load_cascade(filename: str):
-    import cv2
+    import cv2  # deferred: loads cv2 only when used
 
     if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
         raise RuntimeError(f"OpenCV {cv2.__version__} has no Haar cascades (5.x dropped them); "

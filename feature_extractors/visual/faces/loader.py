@@ -2,10 +2,16 @@
 or detection (whose result the cache then keeps)."""
 from __future__ import annotations
 
-from feature_extractors.visual.faces.cache import (CACHED_FAILURES, face_cache, read_cached_clip, write_cached_clip,
-                                                   write_cached_failure)
+from feature_extractors.visual.faces.cache import (
+    CACHED_FAILURES,
+    face_cache,
+    read_cached_clip,
+    write_cached_clip,
+    write_cached_failure,
+)
 from feature_extractors.visual.faces.clip import FaceClip, detect_face_clip, release_clip
 from feature_extractors.visual.faces.config import FaceConfig
+from mer.core.failures import MediaError, no_media_error
 
 
 def load_face_clip(sample, cfg: FaceConfig, context=None) -> FaceClip:
@@ -14,8 +20,6 @@ def load_face_clip(sample, cfg: FaceConfig, context=None) -> FaceClip:
     :class:`~mer.core.failures.MediaError` (``no_media``, decode reasons, ``no_face``).
     ``context`` (an ``ExtractContext``) names where crops are shared between extractors: with
     its ``shared_dir("faces")`` set, a clip is detected once and read from there afterwards."""
-    from mer.core.failures import MediaError, no_media_error
-
     if sample.face_path:
         return release_clip(sample.face_path, cfg)
     if not sample.video_path:
