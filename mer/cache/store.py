@@ -37,7 +37,6 @@ failure, which the next fill extracts again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -50,12 +49,13 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from mer.core.hashing import cache_key, sha256_file
 from mer.core.io import (
+    FolderLock,
     append_json_lines,
     atomic_save_npy,
     atomic_write_bytes,
@@ -240,7 +240,7 @@ class CacheEntry:
         self.path = Path(path)
         self.identity = dict(identity)
         self.level = identity.get("level", "utterance")
-        self._lock_depth = 0
+        self._lock = FolderLock(self.path)
 
     # --- metadata ---------------------------------------------------------------------------
     @property
@@ -320,34 +320,10 @@ class CacheEntry:
                                f"(key {meta.get('key')} != {self.key}); remove the folder")
         return meta
 
-    @contextlib.contextmanager
-    def lock(self, timeout_s: float = 3600.0) -> Iterator[None]:
+    def lock(self, timeout_s: float = 3600.0) -> contextlib.AbstractContextManager[None]:
         """Exclusive lock for filling; a second filler waits (a reader never needs it). Re-entrant
         within one entry object (a load inside a consolidation records rejections)."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as fh:
-            start = time.monotonic()
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() - start > timeout_s:
-                        raise TimeoutError(f"cache entry {self.path} is locked by another process")
-                    time.sleep(0.2)
-            self._lock_depth = 1
-            try:
-                yield
-            finally:
-                self._lock_depth = 0
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return self._lock.hold(timeout_s, f"cache entry {self.path} is locked by another process")
 
     # --- reading ----------------------------------------------------------------------------
     def _parts(self) -> list[Path]:

@@ -91,7 +91,7 @@ def _worker_main(conn, payload: bytes, memory_mb: int | None, threads: int) -> N
         torch.set_num_threads(threads)
     except Exception:  # noqa: BLE001 - torch is optional for decoding
         pass
-    extractor: Extractor = pickle.loads(payload)
+    extractor: Extractor = pickle.loads(payload)   # trusted: pickled by the parent that spawned this worker
     extractor.warmup()
     if memory_mb:
         base = _vm_size_bytes()

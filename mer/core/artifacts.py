@@ -33,7 +33,6 @@ objects and of DVC's cache, kept to what mer needs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -43,12 +42,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from mer.core.errors import UserError
 from mer.core.fingerprints import FingerprintCache
 from mer.core.hashing import cache_key
-from mer.core.io import append_json_lines, atomic_write_bytes, atomic_write_json, line_ok, with_crc
+from mer.core.io import FolderLock, append_json_lines, atomic_write_bytes, atomic_write_json, line_ok, with_crc
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ class ArtifactEntry:
         self.path = Path(path)
         self.kind = kind
         self.identity = dict(identity) if identity is not None else None
-        self._lock_depth = 0
+        self._lock = FolderLock(self.path)
         self._meta_checked = False
         self._used = False
         self._log_state: tuple[int, int, int] | None = None     # (inode, bytes parsed, mtime_ns)
@@ -186,38 +185,11 @@ class ArtifactEntry:
                          f"{key[:8]}, not {str(self.key)[:8]}: copied or moved by hand?); remove it "
                          f"(rm -r {self.path}) and the next run makes it anew")
 
-    @contextlib.contextmanager
-    def lock(self, timeout_s: float | None = 3600.0) -> Iterator[None]:
+    def lock(self, timeout_s: float | None = 3600.0) -> contextlib.AbstractContextManager[None]:
         """Exclusive writer lock (re-entrant within this object); readers never need it."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / _LOCK, "a+") as fh:
-            start = time.monotonic()
-            announced = False
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not announced:
-                        log.info("another process is writing into %s; waiting for it", self.path)
-                        announced = True
-                    if timeout_s is not None and time.monotonic() - start > timeout_s:
-                        raise TimeoutError(f"{self.path} stayed locked by another process for {timeout_s:.0f} s; "
-                                           f"if none runs, delete {self.path / _LOCK}") from None
-                    time.sleep(0.2)
-            self._lock_depth = 1
-            try:
-                yield
-            finally:
-                self._lock_depth = 0
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        waited = "" if timeout_s is None else f" for {timeout_s:.0f} s"   # None: waits for ever
+        return self._lock.hold(timeout_s, f"{self.path} stayed locked by another process{waited}; "
+                                          f"if none runs, delete {self.path / _LOCK}")
 
     # --- records ----------------------------------------------------------------------------
     def records(self) -> dict[str, dict[str, Any]]:

@@ -9,9 +9,12 @@ mode 0o666, so the user's umask decides the permissions (``mkstemp`` would force
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import json
 import os
 import secrets
+import time
 import zlib
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Mapping, Sequence
@@ -145,3 +148,45 @@ def append_json_lines(path: str | os.PathLike, objs: Sequence[Mapping[str, Any]]
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class FolderLock:
+    """An exclusive writer lock on ``<folder>/.lock`` (``fcntl.flock``), re-entrant within one
+    object: a second process waits (polling every 0.2 s, saying once that it waits) and gets
+    ``TimeoutError(timeout_message)`` after ``timeout_s`` (``None``: waits for ever)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / ".lock"
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def hold(self, timeout_s: float | None, timeout_message: str) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+") as fh:
+            start, announced = time.monotonic(), False
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not announced:
+                        logging.getLogger("mer").info("another process is writing into %s; waiting for it",
+                                                      self.folder)
+                        announced = True
+                    if timeout_s is not None and time.monotonic() - start > timeout_s:
+                        raise TimeoutError(timeout_message) from None
+                    time.sleep(0.2)
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+                fcntl.flock(fh, fcntl.LOCK_UN)
