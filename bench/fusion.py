@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from fusion.base import FUSION, build_fusion
+from fusion.base import FUSION
 from mer.data.bundle import FeatureBundle, ModalityFeatures
 from mer.data.frames import pad_sequences
 from mer.training.data import Split

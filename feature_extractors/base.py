@@ -21,6 +21,13 @@ batch. ``context`` (an :class:`ExtractContext`, set by the filler before workers
 
 Extractors that learn state from the corpus (TF-IDF's vocabulary) implement ``fit(samples)``;
 their ``state_digest()`` then covers the fitted state, so the cache key changes with it.
+
+Extractors whose output is over the dataset's label classes (a zero-shot CLIP scorer, an MLLM
+asked to pick a class) take the :class:`ClassBound` mixin and a ``labels`` config field (empty:
+the dataset's classes). The run calls ``extractor = extractor.bind_classes(classes)`` right after
+building it (:func:`mer.features.plan_streams`), which returns a rebuilt copy whose ``labels`` are
+the dataset's classes when they were empty, so the classes are part of the config and hence of
+the cache key; labels set in the config are kept.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -184,6 +191,31 @@ class Extractor:
         return f"{type(self).__name__}({self.config})"
 
 
+ClassBoundT = TypeVar("ClassBoundT", bound="ClassBound")
+
+
+class ClassBound:
+    """Mixin for an :class:`Extractor` whose ``Config`` has ``labels: tuple[str, ...]``, the
+    classes its output columns are over, in order; empty means "the dataset's classes"."""
+
+    config: Any
+    context: ExtractContext
+    device: str
+
+    def bind_classes(self: ClassBoundT, classes: Sequence[str]) -> ClassBoundT:
+        """This extractor with ``labels`` set to ``classes`` when its ``labels`` are empty: a copy
+        rebuilt from the updated config (so its checks run again), with the same context and
+        device. Labels already given, or no classes (a valence-only dataset), return ``self``."""
+        if not any(f.name == "labels" for f in dataclasses.fields(self.config)):
+            raise TypeError(f"{type(self).__name__} uses ClassBound but its Config has no `labels` field")
+        if tuple(self.config.labels) or not classes:
+            return self
+        rebuild: Any = type(self)          # an Extractor subclass: __init__(config, **overrides)
+        bound = rebuild(dataclasses.replace(self.config, labels=tuple(str(c) for c in classes)))
+        bound.context, bound.device = self.context, self.device
+        return bound
+
+
 def load_or_failure(extractor: Extractor, sample: Sample) -> Any:
     """``extractor.load(sample)`` with every exception turned into an :class:`ExtractionFailure`
     (``MediaError`` keeps its reason; anything else is ``decode_error`` naming the exception)."""
@@ -216,8 +248,9 @@ def text_digest(texts: Sequence[str]) -> str:
 
 
 EXTRACTORS: Registry[type[Extractor]] = Registry(
-    "feature extractor", package=tuple(f"feature_extractors.{m}" for m in MODALITIES))
-"""Every extractor module under ``feature_extractors/<modality>/`` registers itself here."""
+    "feature extractor", package=(*(f"feature_extractors.{m}" for m in MODALITIES), "feature_extractors.mllm"))
+"""Every extractor module under ``feature_extractors/<modality>/`` registers itself here, and the
+multimodal chat model's answers (``feature_extractors/mllm/``)."""
 
 
 def build_extractor(name: str, options: Mapping[str, Any] | None = None) -> Extractor:

@@ -104,6 +104,8 @@ def plan_streams(cfg: DictConfig, manifest: Manifest, dataset_id: str, condition
             continue
 
         extractor = build_extractor(fc.name, plain(fc.get("options")))
+        if hasattr(extractor, "bind_classes"):         # ClassBound: empty labels = the dataset's classes
+            extractor = extractor.bind_classes(manifest.label_spec.classes)
         modality = extractor.modality
         if stream in MODALITIES and modality != stream:
             raise SystemExit(f"features.{stream}={fc.name} is a {modality} extractor")

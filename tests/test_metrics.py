@@ -173,4 +173,4 @@ def test_primary_metric(track, has_valence, expected):
 def test_primary_metric_unknown_track_lists_known():
     with pytest.raises(KeyError, match="mer2023_multi"):
         primary_metric(True, "mer2023_mutli")
-    assert set(TRACK_METRICS.values()) <= {"wf1", "combined"}
+    assert set(TRACK_METRICS.values()) <= {"wf1", "combined", "ov_mean", "wheel", "accuracy"}

@@ -1,7 +1,6 @@
 """name,openset files: parser, writer/validator round trip, errors, and the CLI."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -49,7 +49,8 @@ def read_rows(path: Path) -> list[list[str]]:
 def test_registered_tracks_and_their_metrics_agree():
     assert set(SUBMISSION_SCHEMAS.names()) == set(TRACK_METRICS) == {
         "mer2023_multi", "mer2023_noise", "mer2023_semi", "mer2024_semi", "mer2024_noise",
-        "mer2025_track1", "generic"}
+        "mer2025_track1", "mer2026_cross", "mer2024_ov", "mer2025_fg", "mer2026_fg", "mer2025_des",
+        "mer2026_prefer", "generic"}
     for name in SUBMISSION_SCHEMAS.names():
         schema = get_schema(name)
         if TRACK_METRICS[name] == "combined":

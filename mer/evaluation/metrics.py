@@ -36,6 +36,12 @@ TRACK_METRICS: Mapping[str, str] = MappingProxyType({
     "mer2024_semi": "wf1",
     "mer2024_noise": "wf1",
     "mer2025_track1": "wf1",
+    "mer2026_cross": "wf1",
+    "mer2024_ov": "ov_mean",     # (set accuracy + recall) / 2 under the synonym grouping (mer.ov.metric)
+    "mer2025_fg": "wheel",       # the emotion-wheel score (mer.ov.metric.wheel_ov_score)
+    "mer2026_fg": "wheel",
+    "mer2025_des": "wheel",      # of the emotion words each description names
+    "mer2026_prefer": "accuracy",
     "generic": "wf1",
 })
 """Ranking metric per track, keyed by the submission-schema names (``submissions.schema``).

@@ -27,14 +27,13 @@ import json
 import os
 import re
 import threading
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from feature_extractors.mllm.client import ChatEndpoint, EndpointError
 from mer.core.config import option
 from mer.core.redact import mask_secrets
 from mer.core.registry import Registry
@@ -250,6 +249,55 @@ class OfflineGrouper(BaseGrouper):
         return list(groups.values())
 
 
+def default_wheel_dir(gold_folder: Path | None) -> Path | None:
+    """Where ``wheel_dir: auto`` finds the emotion-wheel assets for the wheel metric: beside the
+    gold file's folder, else ``$MER_WHEEL_DIR``, else ``shared/data/emotion-wheel`` beside a source
+    checkout; None when none is a folder."""
+    env = os.environ.get("MER_WHEEL_DIR")
+    for candidate in (gold_folder.parent / "emotion-wheel" if gold_folder else None,
+                      Path(env).expanduser() if env else None,
+                      Path(__file__).resolve().parents[3] / "shared" / "data" / "emotion-wheel"):
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    return None
+
+
+@GROUPERS.register("wheel")
+class WheelGrouper(BaseGrouper):
+    """The MER2025/2026 emotion-wheel metric as a scorer (MER-FG): a track that names it
+    (``track.grouper: wheel`` or in ``also_score``) is scored with
+    :func:`mer.ov.metric.wheel_ov_score` on the official assets. As a grouper (where a predictor
+    tunes itself on a grouped score) words sharing their level-1 cluster of the first wheel form a
+    group; words the wheel does not know stay alone."""
+
+    name = "wheel"
+
+    @classmethod
+    def from_track(cls, track, gold_folder):
+        """``track.wheel_dir`` (``auto``: ``emotion-wheel/`` beside the gold file's folder); without
+        the assets the wheel metric cannot be computed, and that is said."""
+        folder = resolve_path_option(option(track, "wheel_dir", "track"), default_wheel_dir(gold_folder))
+        if folder is None or not Path(folder).is_dir():
+            return ("the emotion-wheel assets (format.csv, synonym.xlsx, wheel1-5.xlsx; MERTools "
+                    "MER2025_Track23/emotion_wheel) were not found: set track.wheel_dir=/path/to/emotion-wheel "
+                    "or MER_WHEEL_DIR")
+        return cls(folder)
+
+    def __init__(self, wheel_dir: str | os.PathLike) -> None:
+        self.wheel_dir = str(Path(wheel_dir).expanduser())
+        self.assets = load_wheel_assets(self.wheel_dir)
+
+    def describe(self) -> str:
+        return "emotion wheel (MER2025/2026 metric: 5 wheels, level 1 and 2)"
+
+    def group(self, sample, gt, pred):
+        groups: dict[str, list[str]] = {}
+        for w in dict.fromkeys([*gt, *pred]):
+            cluster = self.assets.map_word(w.lower().strip(), 0, "level1")
+            groups.setdefault(cluster or f"word:{w}", []).append(w)
+        return list(groups.values())
+
+
 MER2024_PROMPT = (
     "Please assume the role of an expert in the field of emotions. We provide a set of emotions. "
     "Please group the emotions, with each group containing emotions with the same meaning. "
@@ -262,53 +310,22 @@ MER2024_PROMPT = (
 
 
 class ChatClient:
-    """Minimal OpenAI-compatible chat-completions client over plain HTTP (urllib).
-
-    ``base_url`` is the API root (``http://host:port/v1``); the key is read from the environment
-    variable ``api_key_env`` at call time (absent: no Authorization header, for local servers).
-    """
+    """A one-prompt view of :class:`feature_extractors.mllm.client.ChatEndpoint` (the one
+    OpenAI-compatible client of mer: key from the environment variable ``api_key_env`` at call
+    time, retries with backoff on 429/5xx and unreachable servers, temperature 0)."""
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
                  timeout_s: float = 60.0, max_tokens: int = 1000, retries: int = 2) -> None:
-        if not base_url:
-            raise ValueError("an LLM endpoint needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        if not model:
-            raise ValueError("an LLM endpoint needs a model name")
-        self.base_url = base_url.rstrip("/")
+        self.endpoint = ChatEndpoint(base_url, model, api_key_env, timeout_s, max_retries=retries,
+                                     backoff_s=0.5, max_tokens=max_tokens)
+        self.base_url = self.endpoint.base_url
         self.model = model
-        self.api_key_env = api_key_env
-        self.timeout_s = timeout_s
-        self.max_tokens = max_tokens
-        self.retries = retries
 
     def complete(self, prompt: str) -> str:
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                           "messages": [{"role": "user", "content": prompt}]}).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        url = f"{self.base_url}/chat/completions"
-
-        shown = mask_secrets(url)                   # messages never carry a password in the URL
-        last: Exception | None = None
-        for _ in range(self.retries + 1):
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    payload = json.loads(response.read().decode("utf-8"))
-                return str(payload["choices"][0]["message"]["content"])
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", "replace")[:200]
-                last = RuntimeError(f"{shown} answered HTTP {err.code}: {detail}")
-                if err.code in (400, 401, 403, 404):
-                    break
-            except (urllib.error.URLError, TimeoutError, OSError) as err:
-                last = RuntimeError(f"cannot reach {shown}: {mask_secrets(str(err))}")
-            except (KeyError, IndexError, ValueError) as err:
-                last = RuntimeError(f"{shown} did not answer in the chat-completions format: {err}")
-                break
-        raise last  # type: ignore[misc]
+        try:
+            return self.endpoint.complete([{"role": "user", "content": prompt}]).text
+        except EndpointError as err:
+            raise RuntimeError(str(err)) from None
 
 
 def clean_llm_answer(text: str) -> str:

@@ -6,154 +6,47 @@ The organisers' files (``check-openset.csv``, ``predict-openset.csv``) hold one 
     name,openset
     sample_00000007,"['excited', 'joyful', 'happy']"
 
-Two list parsers exist because the two official scorers parse differently:
-
-* :func:`parse_openset` is MER2024's ``string_to_list``: the text between the first ``[`` and
-  the next ``]``, split on quote characters, dropping pieces that are empty or a bare comma after
-  stripping. Words keep their inner spaces and are *not* stripped (a word written ``' happy'``
-  stays ``' happy'``, exactly as the MER2024 scorer sees it). An empty cell is ``[]``.
-* :func:`parse_openset_wheel` is the MER2025+ wheel scorer's parser: outer brackets dropped, split
-  on quotes *and commas*, every piece stripped.
+The format itself is known in one place: the ``mer2024_ov`` row of
+:data:`submissions.schema.SUBMISSION_SCHEMAS`, with the cell rules and the two official parsers in
+:mod:`submissions.openset` (:func:`parse_openset` is MER2024's, :func:`parse_openset_wheel` the
+MER2025+ wheel scorer's; both are re-exported here). This module keeps the names the OV code has
+always called: :func:`write_openset_csv` is :func:`submissions.writers.write_submission` and
+:func:`validate_openset_file` is :func:`submissions.validate.validate_submission` for that schema.
 
 The writer emits ``repr(list_of_str)``, which both parsers read back unchanged as long as the
-words contain no quote, comma or bracket characters; :func:`check_words` refuses such words
-(and empty ones) with the sample's name, so a written file always scores as intended.
+words contain no quote, comma or bracket characters; such words (and empty ones) are refused with
+the sample's name, so a written file always scores as intended.
 """
 from __future__ import annotations
 
-import csv
-import io
-import re
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from mer.core.io import atomic_write_bytes
-from submissions.validate import PROBLEM_KINDS, Problem, _read_csv, expected_name_list, preview
+from submissions.openset import (
+    check_words, format_openset, parse_openset, parse_openset_wheel, word_problem,
+)
+from submissions.schema import NAME_COLUMN, OPENSET_COLUMN, get_schema
+from submissions.validate import Problem, problem_kinds, read_table, validate_submission
+from submissions.writers import write_submission
 
-NAME_COLUMN = "name"
-OPENSET_COLUMN = "openset"
-HEADER = (NAME_COLUMN, OPENSET_COLUMN)
-_FORBIDDEN = re.compile(r"['\",\[\]\n\r]")
+__all__ = ["HEADER", "NAME_COLUMN", "OPENSET_COLUMN", "OV_PROBLEM_KINDS", "OV_SCHEMA",
+           "check_words", "format_openset", "parse_openset", "parse_openset_wheel",
+           "read_openset_csv", "validate_openset_file", "word_problem", "write_openset_csv"]
+
+OV_SCHEMA = "mer2024_ov"
+"""The registered schema of a ``name,openset`` CSV."""
+
+HEADER = get_schema(OV_SCHEMA).columns
+
+_HEADER_KINDS = ("missing_columns", "extra_columns", "column_order")
 
 OV_PROBLEM_KINDS: dict[str, str] = {
-    **{k: PROBLEM_KINDS[k] for k in ("unreadable", "empty_file")},
     "header": "the header is not exactly name,openset",
-    **{k: PROBLEM_KINDS[k] for k in ("row_length", "no_rows", "empty_name", "duplicate_names",
-                                      "missing_names", "unknown_names")},
-    "not_a_list": "an openset cell is not a Python-list string like \"['happy', 'relaxed']\"",
-    "bad_word": "a word is empty, has surrounding spaces, or contains quotes, commas or brackets",
-    "empty_openset": "a prediction is empty (it scores 0 for that sample)",
+    **{k: v for k, v in problem_kinds("openset").items() if k not in (*_HEADER_KINDS, "file_name")},
 }
-"""Every problem kind :func:`validate_openset_file` reports; ``empty_openset`` is a warning kind
-(reported only with ``allow_empty=False``)."""
-
-
-def parse_openset(text: object) -> list[str]:
-    """MER2024 ``string_to_list``: ``"['a', 'b']"`` -> ``['a', 'b']``; empty/NaN -> ``[]``.
-
-    Lists pass through. A non-empty string without ``[`` raises ``ValueError``."""
-    if isinstance(text, (list, tuple)):
-        return [str(w) for w in text]
-    if text is None or (isinstance(text, float) and text != text) or str(text) == "":
-        return []
-    text = str(text)
-    if "[" not in text:
-        raise ValueError(f"{text[:60]!r} is not a Python-list string like \"['happy', 'relaxed']\"")
-    inner = text.split("[", 1)[1].split("]", 1)[0]
-    return [piece for piece in re.split("['\"]", inner) if piece.strip() not in ("", ",")]
-
-
-def parse_openset_wheel(text: object) -> list[str]:
-    """The MER2025+ wheel scorer's parser: split on quotes and commas, strip every word."""
-    if isinstance(text, (list, tuple)):
-        return [str(w) for w in text]
-    if text is None or (isinstance(text, float) and text != text) or str(text) == "":
-        return []
-    text = str(text)
-    if text[0] == "[":
-        text = text[1:]
-    if text and text[-1] == "]":
-        text = text[:-1]
-    return [piece.strip() for piece in re.split("['\",]", text) if piece.strip() not in ("", ",")]
-
-
-def format_openset(words: Iterable[str]) -> str:
-    """``['a', 'b']`` -> ``"['a', 'b']"`` (the organisers' spelling)."""
-    return repr([str(w) for w in words])
-
-
-def check_words(name: str, words: Sequence[str]) -> list[str]:
-    """The words, checked: each non-empty, stripped, free of quotes/commas/brackets/newlines."""
-    if isinstance(words, str):
-        raise TypeError(f"{name}: the openset must be a list of words, got the string {words!r}")
-    out = []
-    for w in words:
-        if not isinstance(w, str):
-            raise TypeError(f"{name}: openset word {w!r} is not a string")
-        if not w.strip() or w != w.strip() or _FORBIDDEN.search(w):
-            raise ValueError(f"{name}: openset word {w!r} is empty, has surrounding spaces or "
-                             f"contains a quote, comma, bracket or newline; the scorers would "
-                             f"split or change it")
-        out.append(w)
-    return out
-
-
-def read_openset_csv(path: str | Path, parser=None) -> dict[str, list[str]]:
-    """``name -> words`` from a ``name,openset`` file; errors name the line and sample.
-
-    ``parser``: :func:`parse_openset` (MER2024, the default) or :func:`parse_openset_wheel`."""
-    parser = parser or parse_openset
-    header, records, problems = _read(Path(path))
-    fatal = [p for p in problems if p.kind != "empty_openset"]
-    if header is None or fatal:
-        raise ValueError(f"cannot read {path} as a name,openset file: "
-                         + "; ".join(map(str, fatal or problems)))
-    out: dict[str, list[str]] = {}
-    for line, row in records:
-        name = row[0]
-        if name in out:
-            raise ValueError(f"{path}: line {line}: sample {name!r} appears twice")
-        try:
-            out[name] = parser(row[1])
-        except ValueError as err:
-            raise ValueError(f"{path}: line {line}: sample {name!r}: {err}") from None
-    return out
-
-
-def write_openset_csv(predictions: Mapping[str, Sequence[str]], path: str | Path,
-                      expected_names: Sequence[str] | None = None) -> Path:
-    """Write ``name -> words`` as ``name,openset`` (atomic) and validate what was written.
-
-    Rows follow ``expected_names`` when given (every expected name must have a prediction, and
-    no other name may appear), else the mapping's order. Words are checked by :func:`check_words`.
-    """
-    names = list(predictions)
-    expected = expected_name_list(expected_names)
-    if expected is not None:
-        missing = [n for n in expected if n not in predictions]
-        unknown = sorted(set(names) - set(expected))
-        if missing or unknown:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} expected names have no prediction: {preview(missing)}")
-            if unknown:
-                parts.append(f"{len(unknown)} predicted names are not expected: {preview(unknown)}")
-            raise ValueError("cannot write the openset file: " + "; ".join(parts))
-        names = expected
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(HEADER)
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"sample name {name!r} is not a non-empty string")
-        writer.writerow([name, format_openset(check_words(name, predictions[name]))])
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, buf.getvalue().encode("utf-8"))
-    problems = validate_openset_file(target, expected)
-    if problems:   # cannot happen for checked words; kept as the writer's own guarantee
-        raise ValueError(f"the written {target} is invalid: " + "; ".join(map(str, problems)))
-    return target
+"""Every problem kind :func:`validate_openset_file` reports: those of an openset file, with the
+header problems folded into one ``header`` kind (``mer2024_ov`` has no file name rule);
+``empty_openset`` is reported only with ``allow_empty=False``."""
 
 
 def validate_openset_file(path: str | Path, names: Sequence[str] | None = None,
@@ -162,72 +55,42 @@ def validate_openset_file(path: str | Path, names: Sequence[str] | None = None,
 
     ``names``: the expected sample names (then missing and unknown names are problems).
     ``allow_empty=False`` also reports empty predictions (legal, but they score 0)."""
-    header, records, problems = _read(Path(path))
-    if header is None:
+    problems = validate_submission(path, OV_SCHEMA, names, allow_empty=allow_empty)
+    header = [p for p in problems if p.kind in _HEADER_KINDS]
+    if not header:
         return problems
-    if allow_empty:
-        problems = [p for p in problems if p.kind != "empty_openset"]
-    if not records and not problems:
-        problems.append(Problem("no_rows", f"{Path(path).name} has a header but no data rows"))
-    expected = expected_name_list(names)
-    if expected is not None:
-        seen = [row[0] for _, row in records]
-        missing = [n for n in expected if n not in set(seen)]
-        unknown = [n for n in seen if n not in set(expected)]
-        if missing:
-            problems.append(Problem("missing_names", f"{len(missing)} of {len(expected)} expected "
-                                                     f"names have no row: {preview(missing)}"))
-        if unknown:
-            problems.append(Problem("unknown_names", f"{len(unknown)} rows name unexpected samples: "
-                                                     f"{preview(unknown)}"))
-    return problems
+    rest = [p for p in problems if p.kind not in _HEADER_KINDS]
+    return [Problem("header", "; ".join(p.message for p in header)), *rest]
 
 
-def _read(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]], list[Problem]]:
-    first, data, problems = _read_csv(path)
-    if first is None:
-        if problems and problems[0].kind == "empty_file":
-            problems = [Problem("empty_file", f"{path.name} is empty (expected the header name,openset)")]
-        return None, [], problems
-    rows = [(1, first), *data]
-    header = [h.strip() for h in rows[0][1]]
-    problems: list[Problem] = []
-    if tuple(header) != HEADER:
-        problems.append(Problem("header", f"the header is {','.join(header)!r}; expected "
-                                          f"'name,openset'"))
-        return header, [], problems
-    records: list[tuple[int, list[str]]] = []
-    seen: dict[str, int] = {}
-    for line, row in rows[1:]:
-        if len(row) != 2:
-            problems.append(Problem("row_length", f"line {line} has {len(row)} fields, expected 2"))
-            continue
-        name, cell = row
-        if not name.strip():
-            problems.append(Problem("empty_name", f"line {line} has an empty name"))
-            continue
-        if name in seen:
-            problems.append(Problem("duplicate_names", f"{name!r} on line {line} already appeared "
-                                                       f"on line {seen[name]}"))
-            continue
-        seen[name] = line
-        if cell.strip() == "":
-            problems.append(Problem("empty_openset", f"{name} (line {line}) has an empty openset"))
-            records.append((line, row))
-            continue
-        stripped = cell.strip()
-        if not (stripped.startswith("[") and stripped.endswith("]")):
-            problems.append(Problem("not_a_list", f"{name} (line {line}): {cell[:60]!r} is not a "
-                                                  f"Python-list string like \"['happy']\""))
-            continue
-        words = parse_openset(cell)
-        if not words:
-            problems.append(Problem("empty_openset", f"{name} (line {line}) has an empty openset"))
-        bad = [w for w in words if w != w.strip() or not w.strip() or "," in w or "[" in w or "]" in w]
-        if bad:
-            problems.append(Problem("bad_word", f"{name} (line {line}): word(s) {preview(bad)} are "
-                                                f"empty, have surrounding spaces or contain commas "
-                                                f"or brackets"))
-            continue
-        records.append((line, row))
-    return header, records, problems
+_READ_AS_THE_SCORER_DOES = ("bad_word", "parser_mismatch", "no_rows")
+
+
+def read_openset_csv(path: str | Path, parser=None) -> dict[str, list[str]]:
+    """``name -> words`` from a ``name,openset`` file, each cell read as ``parser`` reads it;
+    a file that is no such table raises, naming the line and sample (a wrong header, ragged
+    rows, empty or repeated names, a cell that is not a list).
+
+    Words the validator would refuse in a submission (a quote inside a word, surrounding spaces:
+    ``bad_word``, ``parser_mismatch``) are read as the official scorer reads them, not refused:
+    the organisers' own ``predict-openset.csv`` writes ``"don't believe"``, which both scorers
+    split into ``don`` and ``t believe``.
+
+    ``parser``: :func:`parse_openset` (MER2024, the default) or :func:`parse_openset_wheel`."""
+    parser = parser or parse_openset
+    problems = [p for p in validate_openset_file(path) if p.kind not in _READ_AS_THE_SCORER_DOES]
+    if problems:
+        raise ValueError(f"cannot read {path} as a name,openset file: "
+                         + "; ".join(map(str, problems)))
+    table = read_table(path, get_schema(OV_SCHEMA))
+    return {name: parser(cell) for _, (name, cell) in table.records}
+
+
+def write_openset_csv(predictions: Mapping[str, Sequence[str]], path: str | Path,
+                      expected_names: Sequence[str] | None = None) -> Path:
+    """Write ``name -> words`` as ``name,openset`` (atomic) and validate what was written.
+
+    Rows follow ``expected_names`` when given (every expected name must have a prediction, and
+    no other name may appear), else the mapping's order. A word that the scorers would split or
+    change raises, naming the sample."""
+    return write_submission(OV_SCHEMA, predictions, path, expected_names)

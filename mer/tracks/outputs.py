@@ -58,18 +58,29 @@ def frame_predictions(preds: Predictions, classes) -> pd.DataFrame:
 
 def write_submissions(cfg: DictConfig, manifest: Manifest, tests: Mapping[str, Predictions], out_dir: Path,
                       subdir: str = "submissions") -> dict[str, Path]:
-    written = {}
-    target = out_dir / subdir
+    """The validated submission files of ``data.submissions`` from a model's test predictions."""
     if manifest.label_spec.valence_only:
         if cfg.data.get("submissions"):
             log.info("sentiment data: no submission file (the schemas need a discrete column); the valences "
                      "are in predictions/<split>.csv")
+        return {}
+    return write_submission_frames(cfg, manifest, {sp: predictions_frame(manifest, p) for sp, p in tests.items()},
+                                   out_dir, subdir)
+
+
+def write_submission_frames(cfg: DictConfig, manifest: Manifest, frames: Mapping[str, pd.DataFrame],
+                            out_dir: Path, subdir: str = "submissions") -> dict[str, Path]:
+    """The validated submission files of ``data.submissions`` from per-split prediction tables
+    (``name, discrete[, valence]``; other columns are ignored), one per configured track."""
+    written: dict[str, Path] = {}
+    if manifest.label_spec.valence_only:
         return written
+    target = out_dir / subdir
     target.mkdir(parents=True, exist_ok=True)
     for track, sub in (cfg.data.get("submissions") or {}).items():
-        if sub.split not in tests:
+        if sub.split not in frames:
             continue
-        df = predictions_frame(manifest, tests[sub.split])
+        df = frames[sub.split]
         cols = ["name", "discrete"] + (["valence"] if "valence" in df else [])
         expected = [s.name for s in manifest.split(sub.split)]
         path = write_submission(sub.schema, df[cols], target, expected_names=expected,

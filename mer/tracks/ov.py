@@ -56,9 +56,11 @@ from sklearn.linear_model import LogisticRegression
 
 from mer.core.config import option
 from mer.core.errors import UserError
-from mer.ov.groupers import GROUPERS, OfflineGrouper, parse_groups, resolve_path_option
-from mer.ov.io import read_openset_csv, validate_openset_file, write_openset_csv
-from mer.ov.metric import mer2024_ov_score
+from mer.ov.groupers import GROUPERS, OfflineGrouper, WheelGrouper, parse_groups, resolve_path_option
+from feature_extractors.mllm.prompts import build_spec
+from mer.ov.describe import LLMWordExtractor, OfflineWordExtractor, describe_words
+from mer.ov.io import read_openset_csv, write_openset_csv
+from mer.ov.metric import mer2024_ov_score, wheel_ov_score
 from mer.ov.predictors import (
     EmbeddingSimilarityPredictor,
     MultiLabelOVPredictor,
@@ -67,12 +69,17 @@ from mer.ov.predictors import (
 )
 from mer.tracks._common import FlatFeatures, mean_std, safe_name
 from mer.tracks.base import STRATEGIES, Strategy, TrackData, TrackOutcome
+from mer.tracks.mllm import build_predictor
+from submissions.schema import get_schema
+from submissions.validate import validate_submission
+from submissions.writers import write_submission
 from mer.training.cv import stratified_folds
 from mer.training.data import Split
 
 log = logging.getLogger("mer")
 
-PREDICTORS = ("probabilities", "multilabel", "embedding")
+PREDICTORS = ("probabilities", "multilabel", "embedding", "mllm")
+OUTPUTS = ("words", "description")
 
 DEMO_TIERS: dict[str, tuple[tuple[str, ...], ...]] = {
     "neutral": (("calm", "relaxed", "peaceful"),),
@@ -146,12 +153,30 @@ def build_groupers(cfg, gold_path: str | None) -> tuple[dict[str, Any], dict[str
     names = [str(t.grouper)] + [str(g) for g in (t.get("also_score") or []) if str(g) != str(t.grouper)]
     out, skipped = {}, {}
     for name in names:
-        grouper = GROUPERS.get(name).from_track(t, folder)
+        try:
+            grouper = GROUPERS.get(name).from_track(t, folder)
+        except FileNotFoundError as err:                 # a wheel_dir that is not the assets' folder
+            raise UserError(f"track grouper {name}: {err}; set track.wheel_dir=/path/to/emotion-wheel") from None
         if isinstance(grouper, str):
             skipped[name] = grouper
         else:
             out[name] = grouper
     return out, skipped
+
+
+def word_extractor(cfg, groupers: Mapping[str, Any]) -> Any:
+    """How ``track.output: description`` turns a description into scored words
+    (``track.extractor``: ``offline``, on the emotion-wheel assets when a wheel or offline grouper
+    has them, or ``llm`` over the ``mllm`` endpoint); None for word outputs."""
+    t = cfg.track
+    if str(t.get("output", "words")) != "description":
+        return None
+    if str(t.get("extractor", "offline")) == "llm":
+        return LLMWordExtractor(build_predictor(cfg, progress=False).endpoint, str(cfg.mllm.cache_dir))
+    assets = next((g.assets for g in groupers.values() if isinstance(g, WheelGrouper)), None)
+    if assets is None:
+        assets = next((g._assets for g in groupers.values() if isinstance(g, OfflineGrouper) and g._assets), None)
+    return OfflineWordExtractor(assets)
 
 
 def _coverage(grouper, gold: Mapping[str, list[str]], pred: Mapping[str, list[str]]) -> float:
@@ -173,6 +198,14 @@ def score_all(gold, pred, groupers: Mapping[str, Any]) -> dict[str, dict[str, fl
     for gname, g in groupers.items():
         if gname == "official_cache" and not set(gold) <= set(g.samples()):
             continue
+        if isinstance(g, WheelGrouper):
+            w = wheel_ov_score(gold, pred, g.assets)
+            prf = [x for level in w.per_wheel.values() for x in level]
+            out[gname] = {"accuracy": float(np.mean([p for p, _, _ in prf])),
+                          "recall": float(np.mean([r for _, r, _ in prf])), "score": w.score,
+                          "n_samples": int(max(max(c) for c in w.n_samples.values())),
+                          **{f"{lvl}_f": v for lvl, v in w.level_scores.items()}}
+            continue
         r = mer2024_ov_score(gold, pred, g)
         out[gname] = {"accuracy": r.accuracy, "recall": r.recall, "score": r.score, "n_samples": r.n_samples}
         if gname == "official_cache":
@@ -184,7 +217,7 @@ class _OVModels:
     """The configured predictors, fitted on one set of labelled OV samples."""
 
     def __init__(self, ctx, X: np.ndarray, row: Mapping[str, int], texts: Mapping[str, str],
-                 text_vectors: np.ndarray | None, key, headline, seed: int) -> None:
+                 text_vectors: np.ndarray | None, key, headline, seed: int, extractor: Any = None) -> None:
         self.ctx, self.X, self.row, self.texts, self.tv = ctx, X, row, texts, text_vectors
         self.key, self.headline, self.seed = key, headline, seed
         t = ctx.cfg.track
@@ -192,9 +225,48 @@ class _OVModels:
         self.classes = list(ctx.manifest.label_spec.classes)
         self.train_rows = [(s.name, self.classes.index(s.discrete)) for s in ctx.train_samples()]
         self._encoder = None
+        self._mllm = None
+        self.output = str(t.get("output", "words"))
+        if self.output not in OUTPUTS:
+            raise UserError(f"track.output={self.output}; one of {', '.join(OUTPUTS)}")
+        self.extractor = extractor
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.unusable: dict[str, int] = {}
 
     def fit_predict(self, predictor: str, gold: Mapping[str, list[str]], fit_names: Sequence[str],
                     pred_names: Sequence[str]) -> dict[str, list[str]]:
+        """The words ``predictor`` (fitted on ``fit_names``) gives ``pred_names``, as scored. With
+        ``track.output: description`` the predictor's output is a description (a word predictor's
+        words through :func:`describe_words`; the MLLM's own), kept in ``self.outputs`` for the
+        submission, and the scored words are the ones the track's extractor reads in it."""
+        if predictor == "mllm":
+            raw: Mapping[str, Any] = self._ask_mllm(pred_names)
+        else:
+            raw = self._fit_predict_words(predictor, gold, fit_names, pred_names)
+        if self.output == "words":
+            self.outputs.setdefault(predictor, {}).update(raw)
+            return dict(raw)
+        described = {n: raw[n] if isinstance(raw[n], str) else describe_words(raw[n]) for n in pred_names}
+        self.outputs.setdefault(predictor, {}).update(described)
+        return {n: self.extractor.words(described[n]) for n in pred_names}
+
+    def _ask_mllm(self, pred_names: Sequence[str]) -> dict[str, Any]:
+        """Zero-shot answers (words, or descriptions with ``track.output: description``), cached
+        per sample; an unusable answer predicts nothing (and is counted)."""
+        o = self.opts["mllm"]
+        if self._mllm is None:
+            self._mllm = build_predictor(self.ctx.cfg, progress=bool(self.ctx.cfg.get("progress", True)))
+        task = "ov" if self.output == "words" else "description"
+        spec = build_spec(task, tuple(o.get("inputs") or ("text", "video")), (),
+                          int(self.ctx.cfg.mllm.get("frames", 3)), templates=self.ctx.cfg.mllm.get("templates"))
+        assert self._mllm is not None
+        preds = self._mllm.predict([self.ctx.manifest[n] for n in pred_names], spec)
+        self.unusable["mllm"] = self.unusable.get("mllm", 0) + sum(not p.ok for p in preds)
+        empty: Any = [] if task == "ov" else describe_words([])
+        return {n: (p.value if p.ok else empty) for n, p in zip(pred_names, preds)}
+
+    def _fit_predict_words(self, predictor: str, gold: Mapping[str, list[str]], fit_names: Sequence[str],
+                           pred_names: Sequence[str]) -> dict[str, list[str]]:
         X, row = self.X, self.row
         Xp = X[[row[n] for n in pred_names]]
         o = self.opts[predictor]
@@ -245,7 +317,10 @@ class OpenVocabularyStrategy(Strategy):
         gold, source = load_ov_gold(ctx)
         log.info("OV ground truth: %d samples, %s", len(gold), source)
         groupers, skipped = build_groupers(cfg, str(t.gold) if t.get("gold") else None)
+        if str(t.grouper) not in groupers:
+            raise UserError(f"track.grouper={t.grouper} cannot score this run: {skipped.get(str(t.grouper))}")
         headline = groupers[str(t.grouper)]
+        extractor = word_extractor(cfg, groupers)
         predictors = [str(p) for p in t.predictors]
         unknown = [p for p in predictors if p not in PREDICTORS]
         if unknown:
@@ -270,11 +345,12 @@ class OpenVocabularyStrategy(Strategy):
         return TrackData(train, {}, extras=dict(
             gold=gold, source=source, groupers=groupers, skipped=skipped, headline=headline,
             key=headline.key if hasattr(headline, "key") else OfflineGrouper().key, predictors=predictors,
-            flat=flat, X=X, row=row, tv=tv, texts={s.name: (s.text(lang) or "") for s in manifest.samples}))
+            flat=flat, X=X, row=row, tv=tv, texts={s.name: (s.text(lang) or "") for s in manifest.samples},
+            extractor=extractor))
 
     def _models(self, ctx, data: TrackData, seed: int) -> "_OVModels":
         e = data.extras
-        return _OVModels(ctx, e["X"], e["row"], e["texts"], e["tv"], e["key"], e["headline"], seed)
+        return _OVModels(ctx, e["X"], e["row"], e["texts"], e["tv"], e["key"], e["headline"], seed, e["extractor"])
 
     def evaluate(self, ctx, data: TrackData) -> dict[str, Any]:
         """Out-of-fold predictions of every predictor per seed; ``on_fold`` hears each fold's
@@ -365,16 +441,24 @@ class OpenVocabularyStrategy(Strategy):
         splits = manifest.test_splits if t.get("submit_splits", "all") == "all" else list(t.submit_splits)
         test_names = {sp: [s.name for s in manifest.split(sp)] for sp in splits}
         wanted = [n for sp in splits for n in test_names[sp]]
+        schema = get_schema(str(t.get("schema") or "mer2024_ov"))
+        prefix = str(t.name)
         if wanted:
-            final = self._models(ctx, data, seeds[0]).fit_predict(submit, gold, ov_names, wanted)
+            final_models = self._models(ctx, data, seeds[0])
+            final_models.fit_predict(submit, gold, ov_names, wanted)
+            final = final_models.outputs[submit]
             for sp in splits:
-                path = write_openset_csv({n: final[n] for n in test_names[sp]},
-                                         out / "submissions" / f"ov-{sp}.csv", test_names[sp])
-                problems = validate_openset_file(path, test_names[sp])
+                file_name = (f"{prefix}-{sp}-openset.npz" if schema.container == "npz"
+                             else f"{prefix}-{sp}.csv")
+                path = write_submission(schema, {n: final[n] for n in test_names[sp]},
+                                        out / "submissions" / file_name, test_names[sp])
+                problems = validate_submission(path, schema, names=test_names[sp])
                 if problems:
-                    raise RuntimeError(f"OV submission {path} failed validation: {problems}")
-                subs[f"ov-{sp}"] = path
+                    raise RuntimeError(f"{prefix} submission {path} failed validation: {problems}")
+                subs[f"{prefix}-{sp}"] = path
         summary = {"ov": {"gold": e["source"], "n_labelled": len(ov_names), "predictors": predictors,
+                          "output": str(t.get("output", "words")), "schema": schema.name,
+                          "extractor": e["extractor"].describe() if e["extractor"] is not None else None,
                           "dropped": evaluation["dropped"], "headline_grouper": headline_name, "submitted": submit,
                           "groupers": {g: groupers[g].describe() for g in groupers},
                           "groupers_skipped": e["skipped"], "reference": str(ref_path) if ref_path else None,
