@@ -33,9 +33,9 @@ PROMPT_VERSION = "1"
 _FORMAT = "The output format should be {{{{'name':, 'result':}}}} for each {item}."
 
 _ROLE = {
-    frozenset({"text"}): ("a textual emotion classification expert", "text"),
-    frozenset({"video"}): ("a video expression classification expert", "video"),
-    frozenset({"audio"}): ("an audio expression classification expert", "audio clip"),
+    frozenset({"text"}): "a textual emotion classification expert",
+    frozenset({"video"}): "a video expression classification expert",
+    frozenset({"audio"}): "an audio expression classification expert",
 }
 
 _DISCRETE = {
@@ -151,7 +151,7 @@ class PromptSpec:
         fields = {"n": n, "items": item + ("s" if n != 1 else ""), "item": item, "frames": self.frames,
                   "labels": repr(list(self.labels)), "lo": _num(self.valence_range[0]),
                   "hi": _num(self.valence_range[1]), "with_": _with_clause(self.inputs, self.frames),
-                  "role": _ROLE.get(self.inputs, ("an emotion recognition expert", item))[0]}
+                  "role": _ROLE.get(self.inputs, "an emotion recognition expert")}
         if self.template:
             return self.template.format(**fields)
         if self.task == "discrete":

@@ -45,7 +45,7 @@ from mer.data.frames import masked_mean
 from mer.evaluation.metrics import accuracy, combined, mse, weighted_f1
 from mer.tracks._common import FlatFeatures, mean_std
 from mer.tracks.base import STRATEGIES, Strategy, TrackData, TrackOutcome
-from mer.tracks.outputs import write_submission_frames
+from mer.tracks.outputs import fmt_mean_std, write_submission_frames
 from mer.training.cv import stratified_folds
 from mer.training.data import Split
 
@@ -259,8 +259,8 @@ class MLLMZeroShot(Strategy):
         if base is not None:
             (acc_m, acc_s), (wf1_m, wf1_s) = base["acc"], base["wf1"]
             rows.append({"setting": "features", "method": f"logistic regression on {base['features']} (OOF)",
-                         "n": len(data.train.y), "acc": _pm(acc_m, acc_s, base["n_seeds"]),
-                         "wf1": _pm(wf1_m, wf1_s, base["n_seeds"])})
+                         "n": len(data.train.y), "acc": fmt_mean_std(acc_m, acc_s, base["n_seeds"]),
+                         "wf1": fmt_mean_std(wf1_m, wf1_s, base["n_seeds"])})
             metrics.update({"baseline_acc": acc_m, "baseline_wf1": wf1_m})
         submit = str(cfg.track.submit)
         to_submit = frames_by_setting[submit]
@@ -335,6 +335,3 @@ def _usable_line(tasks: Mapping[str, list[Prediction]]) -> str:
 def _metric_name(setting: str) -> str:
     return setting.replace("+", "_").replace("features.", "stream_")
 
-
-def _pm(mean: float, std: float, n: int) -> str:
-    return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"

@@ -26,7 +26,8 @@ from .data import VALENCE_ONLY_METRIC
 log = logging.getLogger("mer")
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
+def fmt_mean_std(mean: float, std: float, n: int) -> str:
+    """``0.4169 ± 0.0023`` over ``n`` seeds; the mean alone for one."""
     return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"
 
 
@@ -123,19 +124,19 @@ def results_row(ablation: Mapping[str, Any], fusion: str, n_seeds: int) -> dict[
            "fusion": fusion_label(mods, fusion)}
     for k in ("wf1", "acc", "mse", "combined", *TABLE_SENTIMENT):
         if f"cv_{k}" in summ:
-            row[f"cv_{k}"] = _fmt(summ[f"cv_{k}"]["mean"], summ[f"cv_{k}"]["std"], n_seeds)
+            row[f"cv_{k}"] = fmt_mean_std(summ[f"cv_{k}"]["mean"], summ[f"cv_{k}"]["std"], n_seeds)
     for k in ("wf1", "combined"):       # the official protocol's figure: best epoch on the scored fold
         if f"official_{k}" in summ and f"cv_{k}" in summ:
-            row[f"official_{k}"] = _fmt(summ[f"official_{k}"]["mean"], summ[f"official_{k}"]["std"], n_seeds)
+            row[f"official_{k}"] = fmt_mean_std(summ[f"official_{k}"]["mean"], summ[f"official_{k}"]["std"], n_seeds)
     for k in ("wf1", "combined"):       # the linear floor on the same folds (the blend's linear half)
         if f"linear_{k}" in summ:
-            row[f"linear_{k}"] = _fmt(summ[f"linear_{k}"]["mean"], summ[f"linear_{k}"]["std"], n_seeds)
+            row[f"linear_{k}"] = fmt_mean_std(summ[f"linear_{k}"]["mean"], summ[f"linear_{k}"]["std"], n_seeds)
     for k, v in (ablation.get("ensemble_oof") or {}).items():   # the fold x seed ensemble, out of fold
         if k in ("wf1", "combined", *TABLE_SENTIMENT[:2]):
             row[f"ens_oof_{k}"] = f"{v:.4f}"
     for k, ms in summ.items():          # out-of-fold scores of corrupted copies of the training clips
         if k.startswith("oof_") and k.endswith(("_wf1", "_combined")) and k.count("_") > 1:
-            row[k] = _fmt(ms["mean"], ms["std"], n_seeds)
+            row[k] = fmt_mean_std(ms["mean"], ms["std"], n_seeds)
     row.update({k: f"{v:.4f}" for k, v in ablation["test"].items()
                 if k.endswith(("_wf1", "_combined", "_non0_acc2", "_non0_f1", "_mae"))})
     return row
