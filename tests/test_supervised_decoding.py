@@ -124,3 +124,11 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_cache(tmp
     assert {n: f.reason for n, f in entry.failures().items()} == {n: f.reason for n, f in ref.failures().items()}
     assert entry.verify() == []
     assert not list((entry.path / "parts").glob("*.npz"))
+
+
+def test_a_single_remaining_crashing_sample_still_goes_to_a_worker(tmp_path):
+    entry = FeatureStore(tmp_path).entry("ds", Misbehaving().identity())
+    rep = fill_entry(entry, Misbehaving(), [Sample("only_segv", "train")], progress=False, workers=1,
+                     timeout_s=30)
+    assert rep.failed == 1
+    assert entry.failures()["only_segv"].reason == "worker_crashed"

@@ -158,7 +158,8 @@ def context_for(entry: CacheEntry) -> ExtractContext:
 
 def _decoded(extractor: Extractor, todo: Sequence[Sample], opts: FillOptions, report: FillReport
              ) -> Iterator[tuple[Sample, Any]]:
-    if opts.workers > 0 and len(todo) > 1:
+    # One sample left still goes to a worker: it may be the one whose decoder crashes the process.
+    if opts.workers > 0 and todo:
         t0 = time.perf_counter()
         with DecodePool(extractor, opts.workers, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb,
                         prefetch=opts.prefetch) as pool:
