@@ -69,3 +69,25 @@ def test_generic_manifest_with_own_classes_text_only(tmp_path):
     df = pd.read_csv(res.submissions["multi"], dtype=str)
     assert df["name"].tolist() == [f"utt{i:03d}" for i in range(30, 40)]
     assert df["discrete"].tolist() == [classes[i % 3] for i in range(30, 40)]
+
+
+def test_mer2026_cross_reads_track1_files_and_a_pairs_file(tmp_path):
+    root = tmp_path / "mer2026"
+    root.mkdir()
+    train = [(f"sample_{i:05d}", MER_CLASSES[i % 6]) for i in range(36)]
+    cands = [f"samplenew_{i:05d}" for i in range(8)]
+    _write(root / "track1_train.csv", ["name", "discrete"], train)
+    _write(root / "track1_track2_candidate.csv", ["name"], [(n,) for n in cands])
+    _write(root / "subtitle_chieng.csv", ["name", "chinese", "english"],
+           [(n, "中文", WORDS[c]) for n, c in train] + [(n, "中文", WORDS["happy"]) for n in cands])
+    pairs = tmp_path / "pairs.csv"                  # train clips paired among themselves, candidates too
+    _write(pairs, ["name", "partner"], [(train[i][0], train[i ^ 1][0]) for i in range(36)]
+           + [(cands[i], cands[i ^ 1]) for i in range(8)])
+    res = run(_cfg(tmp_path, ["data=mer2026", f"data.root={root}", "track=cross", f"track.pairs={pairs}",
+                              "data.language=english", "ablate_modalities=false"]), out_dir=tmp_path / "out")
+    path = res.submissions["cross"]
+    assert validate_submission(path, "mer2026_cross", names=cands) == []
+    assert pd.read_csv(path, dtype=str)["name"].tolist() == cands
+    folds = pd.read_csv(res.out_dir / "folds.csv")
+    assert folds.groupby(["seed", "group"]).fold.nunique().max() == 1
+    assert "cv_wf1" in res.metrics and res.metrics["cross_n_paired_train"] == 36

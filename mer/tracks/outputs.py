@@ -162,7 +162,7 @@ def run_metrics(ablation: list[Mapping[str, Any]], n_seeds: int) -> dict[str, fl
     metrics.update({f"test_{k}": v for k, v in fused["test"].items()})
     metrics.update({f"ens_oof_{k}": v for k, v in (fused.get("ensemble_oof") or {}).items()})
     for abl in ablation[:-1]:
-        name = "+".join(abl["modalities"])
+        name = "-".join(abl["modalities"])          # MLflow names admit no "+"
         metrics.update({f"unimodal_{name}_{k}": v["mean"] for k, v in abl["cv"].items()
                         if k in {"cv_wf1", "cv_combined", f"cv_{VALENCE_ONLY_METRIC}"}})
     return metrics
