@@ -248,7 +248,8 @@ def text_digest(texts: Sequence[str]) -> str:
 
 
 EXTRACTORS: Registry[type[Extractor]] = Registry(
-    "feature extractor", package=(*(f"feature_extractors.{m}" for m in MODALITIES), "feature_extractors.mllm"))
+    "feature extractor", package=(*(f"feature_extractors.{m}" for m in MODALITIES), "feature_extractors.mllm",
+                                    "feature_extractors.physio"))
 """Every extractor module under ``feature_extractors/<modality>/`` registers itself here, and the
 multimodal chat model's answers (``feature_extractors/mllm/``)."""
 

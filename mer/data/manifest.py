@@ -77,7 +77,8 @@ class Manifest:
         return [s.name for s in self.samples]
 
     def modalities_present(self) -> set[str]:
-        """Which raw inputs exist for at least one sample: ``text``, ``audio``, ``visual``."""
+        """Which raw inputs exist for at least one sample: ``text``, ``audio``, ``visual``,
+        ``physio`` (signal files of the generic manifest)."""
         out = set()
         for s in self.samples:
             if s.transcripts:
@@ -86,6 +87,8 @@ class Manifest:
                 out.add("audio")
             if s.video_path or s.face_path:
                 out.add("visual")
+            if (s.meta or {}).get("signals"):
+                out.add("physio")
         return out
 
     def subset(self, names: Iterable[str]) -> "Manifest":

@@ -13,6 +13,10 @@ Columns (JSONL: keys; only ``name`` is required)::
     frame_labels              per-frame class file (ABAW Expr format: an optional header line, then
                               one class index per video frame, -1 = unannotated); a row without
                               ``discrete`` takes its most frequent annotated frame class
+    signal, signal_<name>     physiological signal files (CSV / NPY / NPZ; EDA, ECG, BVP...), relative
+                              to ``root`` or absolute: ``Sample.meta["signals"]`` maps ``physio``
+                              (plain ``signal``) or ``<name>`` to the path; the ``physio_stats``
+                              extractor (``features/physio=stats``) reads them as a frame-level stream
     group                     speaker / session / dialogue id, kept whole by the group-aware fold
                               protocols (``train.protocol=stratified_group`` or ``logo``); without
                               the column, IEMOCAP-style names (``Ses01F_impro01_F000``) give their
@@ -46,6 +50,7 @@ LAYOUT = "generic"
 MEDIA_COLUMNS = {"video": "video_path", "audio": "audio_path", "face": "face_path"}
 PLAIN_TEXT_COLUMNS = ("text", "transcript")
 TEXT_PREFIX = "text_"
+SIGNAL_COLUMN, SIGNAL_PREFIX, DEFAULT_SIGNAL = "signal", "signal_", "physio"
 KNOWN_COLUMNS = {"name", "split", "discrete", "valence", "arousal", "frame_labels", "group", *MEDIA_COLUMNS,
                  *PLAIN_TEXT_COLUMNS}
 
@@ -117,6 +122,31 @@ def _media(row: dict[str, Any], ctx: _Context, where: str) -> dict[str, str | No
     return out
 
 
+def _signals(row: dict[str, Any], ctx: _Context, where: str) -> dict[str, str]:
+    """``{signal name: path}`` from ``signal`` (named ``physio``) and ``signal_<name>`` columns."""
+    out: dict[str, str] = {}
+    for column, value in row.items():
+        if column == SIGNAL_COLUMN:
+            name = DEFAULT_SIGNAL
+        elif column.startswith(SIGNAL_PREFIX) and len(column) > len(SIGNAL_PREFIX):
+            name = column[len(SIGNAL_PREFIX):]
+        else:
+            continue
+        if _empty(value):
+            continue
+        path = Path(str(value).strip()).expanduser()
+        path = path if path.is_absolute() else ctx.root / path
+        if ctx.check_media and not path.exists():
+            raise FileNotFoundError(f"{where}: {column} file {path} does not exist; fix the path "
+                                    f"(relative paths start at {ctx.root}) or pass check_media=False")
+        out[name] = str(path)
+    return out
+
+
+def _is_signal_column(column: str) -> bool:
+    return column == SIGNAL_COLUMN or column.startswith(SIGNAL_PREFIX)
+
+
 def _transcripts(row: dict[str, Any], ctx: _Context, where: str) -> dict[str, str]:
     """``{language: text}`` from ``text``/``transcript`` (in ``ctx.language``) and ``text_<lang>``."""
     out: dict[str, str] = {}
@@ -142,8 +172,11 @@ def _row_sample(row: dict[str, Any], row_no: int, ctx: _Context) -> Sample:
     name = _name(row.get("name"), f"{ctx.source}: row {row_no}")
     where = f"{ctx.source}: row {row_no} ({name})"
     split = ctx.train_split if _empty(row.get("split")) else str(row["split"]).strip()
-    meta = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS and not k.startswith(TEXT_PREFIX)
-            and not _empty(v)}
+    meta: dict[str, Any] = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS and not k.startswith(TEXT_PREFIX)
+                            and not _is_signal_column(k) and not _empty(v)}
+    signals = _signals(row, ctx, where)
+    if signals:
+        meta["signals"] = signals
     discrete = None if _empty(row.get("discrete")) else str(row["discrete"]).strip()
     frame_labels = None
     if not _empty(row.get("frame_labels")):

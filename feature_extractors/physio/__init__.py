@@ -1,0 +1,1 @@
+"""Physiological-signal extractors (the ``physio`` modality)."""
