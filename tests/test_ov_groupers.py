@@ -2,7 +2,7 @@
 import pytest
 
 from mer.ov.agreement import grouper_agreement
-from mer.ov.groupers import GROUPERS, LLMGrouper, OfflineGrouper, OfficialCacheGrouper, build_grouper
+from mer.ov.groupers import GROUPERS, JsonlCache, LLMGrouper, OfflineGrouper, OfficialCacheGrouper, build_grouper
 from mer.ov.io import read_openset_csv
 from mer.ov.lexicon import lemmatize
 from mer.ov.metric import mer2024_ov_score
@@ -83,3 +83,22 @@ def test_llm_grouper_reports_an_unreachable_endpoint(tmp_path):
     g.client.retries = 0
     with pytest.raises(RuntimeError, match="cannot reach"):
         g.group("s", ["happy"], ["sad"])
+
+
+def test_llm_answer_cache_skips_a_torn_line_and_reads_lines_without_checksums(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"key": "old", "answer": "[\\"happy\\"]"}\n')          # written before checksums
+    cache = JsonlCache(path)
+    cache.put("new", '["sad"]', sample="s1")
+    with path.open("a") as f:
+        f.write('{"key": "torn", "ans')                                       # a kill mid-append
+    fresh = JsonlCache(path)
+    assert fresh.get("old") == '["happy"]' and fresh.get("new") == '["sad"]' and fresh.get("torn") is None
+    fresh.put("after", "[]")                                                  # starts on a new line
+    again = JsonlCache(path)
+    assert len(again) == 3 and again.get("after") == "[]"
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace("sad", "bad")                                 # damaged: checksum fails
+    path.write_text("\n".join(lines) + "\n")
+    damaged = JsonlCache(path)
+    assert damaged.get("new") is None and len(damaged) == 2 and damaged.damaged == 1

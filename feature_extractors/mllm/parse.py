@@ -62,9 +62,11 @@ class Parsed:
     raw: str = ""
 
 
-def _clean(answer: str) -> str:
+def strip_answer_prefix(answer: str) -> str:
+    """A chat answer without what models put around the content: code fences and an "Output:"
+    (or "输出：") prefix. The OV grouper's answers go through it too."""
     text = _FENCE.sub("", answer or "").strip()
-    for prefix in ("output", "Output", "OUTPUT"):
+    for prefix in ("output", "Output", "OUTPUT", "输出"):
         if text.startswith(prefix):
             text = text[len(prefix):].lstrip(" :：")
     return text.strip()
@@ -119,7 +121,7 @@ def answer_items(answer: str, n: int) -> list[str | list | Any] | None:
     """The ``n`` items' results of one answer in order, or ``None`` when the answer holds a
     different number of records (the request is then asked again in smaller parts). Records
     whose ``name`` is a number 1..n are put at that position."""
-    text = _clean(answer)
+    text = strip_answer_prefix(answer)
     records = _records(text)
     if not records:
         return [text] if n == 1 and text else None

@@ -34,7 +34,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from feature_extractors.mllm.client import ChatEndpoint, EndpointError
+from feature_extractors.mllm.parse import strip_answer_prefix
 from mer.core.config import option
+from mer.core.io import append_json_lines, read_json_lines, with_crc
 from mer.core.redact import mask_secrets
 from mer.core.registry import Registry
 from mer.ov.lexicon import BROAD_FAMILIES, builtin_heads, lemmatize, normalise
@@ -329,51 +331,41 @@ class ChatClient:
 
 
 def clean_llm_answer(text: str) -> str:
-    """Strip the prefixes chat models put before the list ("Output:", newlines)."""
-    text = text.strip()
-    for prefix in ("output", "Output", "OUTPUT", "输出"):
-        if text.startswith(prefix):
-            text = text[len(prefix):].strip()
-    text = text.lstrip(":：").strip()
-    return text.replace("\n", "").strip()
+    """The grouper's answer as one line: fences and "Output:" stripped as the MLLM parser strips
+    them (:func:`feature_extractors.mllm.parse.strip_answer_prefix`), newlines removed."""
+    return strip_answer_prefix(text).replace("\n", "").strip()
 
 
 class JsonlCache:
-    """Append-only ``key -> answer`` cache in one JSONL file (the last line for a key wins)."""
+    """Append-only ``key -> answer`` cache in one JSONL file (the last line for a key wins), with
+    the crash safety of the MLLM answer cache (:mod:`feature_extractors.mllm.answers`): each line
+    carries a checksum and is appended whole (:func:`mer.core.io.append_json_lines`); a torn or
+    damaged line is skipped (asked again), and lines written before checksums existed still read."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path).expanduser()
         self._lock = threading.Lock()
         self._data: dict[str, str] | None = None
+        self.damaged = 0
 
     def _load(self) -> dict[str, str]:
         if self._data is None:
-            data: dict[str, str] = {}
-            if self.path.is_file():
-                for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                        data[row["key"]] = row["answer"]
-                    except (ValueError, KeyError):
-                        raise ValueError(f"{self.path}: line {n} is not a cache record "
-                                         f"{{\"key\": ..., \"answer\": ...}}") from None
-            self._data = data
+            rows, self.damaged = read_json_lines(self.path)
+            self._data = {str(r["key"]): str(r["answer"]) for r in rows if "key" in r and "answer" in r}
         return self._data
 
     def get(self, key: str) -> str | None:
-        return self._load().get(key)
+        with self._lock:
+            return self._load().get(key)
 
     def put(self, key: str, answer: str, **extra) -> None:
         with self._lock:
             self._load()[key] = answer
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "answer": answer, **extra}, ensure_ascii=False) + "\n")
+            append_json_lines(self.path, [with_crc({"key": key, "answer": answer, **extra})])
 
     def __len__(self) -> int:
-        return len(self._load())
+        with self._lock:
+            return len(self._load())
 
 
 @GROUPERS.register("llm")
