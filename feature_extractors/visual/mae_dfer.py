@@ -216,7 +216,7 @@ class MAEDFERExtractor(Extractor):
             wanted, strided = window_indices(clip.total_frames, CLIP_FRAMES, c.sampling_stride)
         else:
             wanted = official_view_indices(clip.total_frames, CLIP_FRAMES, c.sampling_stride, c.num_views)
-        crops = _resize(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], IMAGE_SIZE)
+        crops = resize_crops(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], IMAGE_SIZE)
         crops = crops.reshape(len(wanted), CLIP_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
         if c.level == "frame":
             return FrameViews(crops, strided, clip.total_frames, clip_rate(clip, sample.video_path))
@@ -289,7 +289,7 @@ class MAEDFERExtractor(Extractor):
         return feats.float().cpu().numpy()
 
 
-def _resize(crops: np.ndarray, size: int) -> np.ndarray:
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
     """Square crops ``[K, s, s, 3]`` -> ``[K, size, size, 3]`` (area when shrinking, bilinear when
     growing, as the crops came)."""
     if crops.shape[1:3] == (size, size):
