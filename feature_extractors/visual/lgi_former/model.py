@@ -60,14 +60,14 @@ class GeneralAttention(nn.Module):
     q gets ``q_bias``, v gets ``v_bias``, k has no bias. Self-attention runs q, k and v as one
     matrix product (the weights stacked ``[q; kv]``, bias ``[q_bias, 0, v_bias]``)."""
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, context_dim: int | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.attn_drop = attn_drop
         self.q_bias = nn.Parameter(torch.zeros(dim))
         self.v_bias = nn.Parameter(torch.zeros(dim))
         self.q = nn.Linear(dim, dim, bias=False)
-        self.kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)   # the context may be another width
         self.proj = nn.Linear(dim, dim)
 
     def kv_bias(self) -> torch.Tensor:

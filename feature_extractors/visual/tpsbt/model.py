@@ -107,14 +107,16 @@ class Block(nn.Module):
 
 
 class CSBlock(nn.Module):
-    """A cross-self block: ``x`` cross-attends to ``context`` (both normalised), then
-    self-attention, then the MLP."""
+    """A cross-self block: ``x`` cross-attends to ``context`` (both normalised; the context may
+    have another width, ``context_dim``), then self-attention, then the MLP. HiCMAE's fusion
+    encoder is made of them too."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0,
+                 context_dim: int | None = None) -> None:
         super().__init__()
-        self.cross_attn = GeneralAttention(dim, num_heads)
+        self.cross_attn = GeneralAttention(dim, num_heads, context_dim=context_dim)
         self.cross_norm1 = _layer_norm(dim)
-        self.cross_norm2 = _layer_norm(dim)
+        self.cross_norm2 = _layer_norm(context_dim or dim)
         self.norm1 = _layer_norm(dim)
         self.attn = FusedAttention(dim, num_heads)
         self.norm2 = _layer_norm(dim)
