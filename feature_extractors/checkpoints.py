@@ -43,6 +43,22 @@ def load_torch_checkpoint(path: str | os.PathLike, map_location: str | torch.dev
                          "containers, argparse.Namespace and numpy scalars are admitted") from err
 
 
+def read_checkpoint_args(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``args`` of an official-format checkpoint as a dict (``{}`` when it has none), without
+    reading its tensors: the file is memory-mapped (a decoding worker learns the clip size this way,
+    not by loading 300 MB of weights); a legacy non-zip file is read whole."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_GLOBALS)):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:           # not the zip format: no memory map
+            ckpt = load_torch_checkpoint(path)
+    args = ckpt.get("args") if isinstance(ckpt, Mapping) else None
+    return vars(args) if args is not None and hasattr(args, "__dict__") else dict(args or {})
+
+
 def unwrap_state_dict(ckpt: Any, keys: Sequence[str] = ("model", "module", "state_dict")) -> dict[str, torch.Tensor]:
     """The state_dict inside a checkpoint: the first of ``keys`` present (``'model'`` for the
     ``save_model`` layout), else the checkpoint itself when it is a mapping of tensors."""

@@ -210,3 +210,20 @@ def test_frame_level_gives_one_row_per_time_region_in_time_order(tmp_path):
     np.testing.assert_allclose(out, rows[:7].numpy(), atol=1e-5)
     probs = MAEDFERExtractor(weights=FINETUNE, level="frame", head_probs=True).extract_batch([sample])[0]
     assert probs.shape == (7, 64 + 6) and np.allclose(probs[:, 64:].sum(1), 1, atol=1e-5)
+
+
+def test_a_checkpoint_of_another_clip_size_runs_through_the_extractor(tmp_path):
+    from feature_extractors.visual.lgi_former import create_model, save_mae_dfer
+
+    model = create_model("lgi_former_tiny", img_size=80, num_frames=8, region_size=(2, 5, 5), num_classes=3)
+    path = tmp_path / "small.pth"
+    save_mae_dfer(model.eval(), str(path))
+    sample = face_track(tmp_path, "clip_s", frames=70)
+    ex = MAEDFERExtractor(weights=str(path), face={"max_frames": 0, "size": 80})
+    views = ex.load(sample)                                   # a worker: the size comes from the file's args
+    assert views.shape == (2, 8, 80, 80, 3) and ex._model is None
+    assert (views[:, :, 0, 0, 0] == official_view_indices(70, 8, 4, 2)).all()
+    out = ex.extract_batch([sample])[0]
+    assert out.shape == (64,) and np.allclose(out, ex.embed_clips(views).mean(0), atol=1e-6)
+    rows = MAEDFERExtractor(weights=str(path), level="frame", face={"max_frames": 0, "size": 80}).extract_batch([sample])[0]
+    assert rows.shape == (5, 64)                              # 18 strided frames, 4 per time region

@@ -43,9 +43,9 @@ from feature_extractors.visual.faces import (
     validate_face_config,
 )
 from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
-from feature_extractors.visual.lgi_former.checkpoints import read_checkpoint
 from feature_extractors.visual.mae_dfer import (PRECISIONS, nearest_available, official_view_indices, resize_crops,
                                                window_indices)
+from feature_extractors.checkpoints import read_checkpoint_args
 from feature_extractors.weights import resolve_weights
 from mer.core.failures import ExtractionFailure, MediaError
 from mer.core.hashing import file_digest
@@ -158,7 +158,7 @@ class HiCMAEExtractor(Extractor):
             c = self._model.cfg
             return c.num_frames, c.img_size, c.audio_size[0], c.audio_size[1]
         if self._shape is None:
-            _, args, _ = read_checkpoint(self.weights_file())
+            args = read_checkpoint_args(self.weights_file())
             self._shape = (int(args.get("num_frames") or 16), int(args.get("input_size") or 160),
                            int(args.get("input_size_audio") or 256), int(args.get("num_mel_bins") or 128))
         return self._shape

@@ -67,7 +67,9 @@ from feature_extractors.visual.faces import (
     load_face_clip,
     validate_face_config,
 )
+from feature_extractors.checkpoints import read_checkpoint_args
 from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, TOKEN_POOLS, load_mae_dfer
+from feature_extractors.visual.lgi_former.checkpoints import clip_shape_from_args
 from feature_extractors.weights import resolve_weights
 from mer.core.failures import ExtractionFailure
 from mer.core.hashing import file_digest
@@ -77,7 +79,8 @@ from mer.core.timebase import span_times, with_times
 FEATURES = (*TOKEN_POOLS, "encoder_norm")
 LEVELS = ("utterance", "frame")
 CLIP_FRAMES, IMAGE_SIZE = 16, 160
-"""What every released MAE-DFER model takes: 16 frames of 160 x 160."""
+"""What every released MAE-DFER model takes: 16 frames of 160 x 160 (a checkpoint of another size
+is fed its own: :meth:`MAEDFERExtractor.clip_shape`)."""
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIPS_PER_FORWARD = 16
 """Clips per model call (a long clip at frame level has many windows)."""
@@ -171,6 +174,7 @@ class MAEDFERExtractor(Extractor):
         self.level = c.level
         self._model = None
         self._report = None
+        self._shape: tuple[int, int] | None = None
 
     # --- identity -------------------------------------------------------------------------
     def weights_file(self) -> str:
@@ -194,11 +198,20 @@ class MAEDFERExtractor(Extractor):
         if c.head_probs and getattr(model, "head", None) is None:
             raise ValueError(f"mae_dfer: head_probs needs a fine-tuned checkpoint with a head; "
                              f"{report.path} is a {report.kind} checkpoint without one")
-        if (model.cfg.num_frames, model.cfg.img_size) != (CLIP_FRAMES, IMAGE_SIZE):
-            raise ValueError(f"mae_dfer: {report.path} takes {model.cfg.num_frames} frames of "
-                             f"{model.cfg.img_size} px; the extractor feeds {CLIP_FRAMES} of {IMAGE_SIZE}")
+        if self._shape is not None and (model.cfg.num_frames, model.cfg.img_size) != self._shape:
+            raise ValueError(f"mae_dfer: {report.path} builds a model of {model.cfg.num_frames} frames of "
+                             f"{model.cfg.img_size} px, but its args say {self._shape}")
         self._model, self._report = model.to(device), report
         super().setup(device)
+
+    def clip_shape(self) -> tuple[int, int]:
+        """``(frames, pixels)`` of the checkpoint's clips (16 and 160 as released): the loaded
+        model's, else its file's ``args`` (read without its tensors, once per process)."""
+        if self._model is not None:
+            return self._model.cfg.num_frames, self._model.cfg.img_size
+        if self._shape is None:
+            self._shape = clip_shape_from_args(read_checkpoint_args(self.weights_file()))
+        return self._shape
 
     @property
     def feature_dim(self) -> int:
@@ -211,13 +224,14 @@ class MAEDFERExtractor(Extractor):
         """The clips the model sees, uint8 RGB: ``[views, 16, 160, 160, 3]`` (the official test
         views) at utterance level, :class:`FrameViews` (consecutive windows) at frame level."""
         c = self.config
+        frames, size = self.clip_shape()
         clip = load_face_clip(sample, c.face, self.context)
         if c.level == "frame":
-            wanted, strided = window_indices(clip.total_frames, CLIP_FRAMES, c.sampling_stride)
+            wanted, strided = window_indices(clip.total_frames, frames, c.sampling_stride)
         else:
-            wanted = official_view_indices(clip.total_frames, CLIP_FRAMES, c.sampling_stride, c.num_views)
-        crops = resize_crops(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], IMAGE_SIZE)
-        crops = crops.reshape(len(wanted), CLIP_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+            wanted = official_view_indices(clip.total_frames, frames, c.sampling_stride, c.num_views)
+        crops = resize_crops(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], size)
+        crops = crops.reshape(len(wanted), frames, size, size, 3)
         if c.level == "frame":
             return FrameViews(crops, strided, clip.total_frames, clip_rate(clip, sample.video_path))
         return crops

@@ -42,8 +42,8 @@ from feature_extractors.visual.faces import (
 from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
 from feature_extractors.visual.mae_dfer import (PRECISIONS, FrameViews, nearest_available, official_view_indices,
                                                resize_crops, window_indices)
-from feature_extractors.visual.lgi_former.checkpoints import read_checkpoint
 from feature_extractors.visual.tpsbt import load_svfap
+from feature_extractors.checkpoints import read_checkpoint_args
 from feature_extractors.weights import resolve_weights
 from mer.core.failures import ExtractionFailure
 from mer.core.hashing import file_digest
@@ -121,7 +121,7 @@ class SVFAPExtractor(Extractor):
         if self._model is not None:
             return self._model.cfg.num_frames, self._model.cfg.img_size
         if self._shape is None:
-            _, args, _ = read_checkpoint(self.weights_file())
+            args = read_checkpoint_args(self.weights_file())
             self._shape = (int(args.get("num_frames") or 16), int(args.get("input_size") or 160))
         return self._shape
 

@@ -173,6 +173,14 @@ def _mlp_ratio(hidden: int, dim: int, from_args: Any) -> float:
     return ratio
 
 
+def clip_shape_from_args(args: Mapping[str, Any]) -> tuple[int, int]:
+    """``(frames, pixels)`` a checkpoint's model takes, from its ``args`` alone, by the rules of
+    :func:`infer_config` (16 and 160 when they say nothing; the patch is taken as 16 for a
+    ``window_size`` rule, the released patch)."""
+    frames = int(args.get("num_frames", 16) or 16) * int(args.get("num_segments", 1) or 1)
+    return frames, int(_arg_img_size(args, 16) or 160)
+
+
 def _arg_img_size(args: Mapping[str, Any], patch: int) -> int | None:
     if args.get("input_size"):
         return int(args["input_size"])
