@@ -21,12 +21,18 @@ the repository.
 * ``hicmae_tiny_b_finetune.pth``: widths 64 (video, 4 heads) and 48 (audio, 3 heads), fusion heads
   4, ``img_size=48, img_size_audio=(48, 32), depth=1, depth_audio=3, fusion_depth=1, num_classes=7``,
   seed 2: the fusion's cross-attention between two widths.
+* ``hicmae_tiny_pretrain.pth``: ``modeling_pretrain_av.PretrainAudioVisionTransformer`` with a's
+  encoder sizes (``decoder_embed_dim=16, decoder_depth=3`` for both decoders,
+  ``return_intermediate_features=(0, 1)``), seed 3.
 * ``hicmae_tiny_golden.pt``: for a and b the inputs (video ``[2, 3, 16, S, S]`` and audio
   ``[2, 1, T, F]``, ``N(0, 1)`` from seed 10) and ``forward_features`` and the logits in fp32 and fp64;
   ``fbank``: a 16 kHz int16 speech clip (espeak-ng, "I can't believe you did that again, it is
   wonderful news", resampled with librosa) and torchaudio's ``kaldi.fbank`` of it as
   ``kinetics_av.py`` calls it (``x / 32768``, mean removed, ``htk_compat=True, use_energy=False,
-  window_type='hanning', num_mel_bins=128, dither=0.0, frame_shift=10``), float32.
+  window_type='hanning', num_mel_bins=128, dither=0.0, frame_shift=10``), float32;
+  ``pretrain_as_finetune``: a's fine-tune model after the pretraining file was loaded as
+  ``run_class_finetuning_av.py --finetune`` does (no prefix rule, ``strict=False``), its features
+  on a's inputs.
 * ``hicmae_full_keys.json``: keys, shapes and parameter count of the full-size
   ``avit_dim512_patch16_160_a256`` with the fine-tuning scripts' depths (10, 10, 2), 6 classes.
 """
@@ -90,6 +96,16 @@ def test_sizes_come_from_the_checkpoint_and_its_args():
         infer_config(sd, {})
     with pytest.raises(ValueError, match="not a HiCMAE"):
         infer_config({"blocks.0.norm1.weight": torch.ones(4)}, {})
+
+
+def test_a_pretraining_file_loads_as_the_official_finetune_does(golden):
+    model, report = load_hicmae(str(GOLDEN / "hicmae_tiny_pretrain.pth"), num_heads=4)
+    assert report.kind == "pretrain"
+    assert sorted(report.missing) == ["audio_layer_weights", "fc_norm.bias", "fc_norm.weight", "video_layer_weights"]
+    assert "mask_token_audio" in report.unused and any(k.startswith("decoder_audio.") for k in report.unused)
+    with torch.no_grad():
+        feats = model.forward_features(golden["a"]["video"], golden["a"]["audio"])
+    assert (feats - golden["pretrain_as_finetune"]["features"]).abs().max() <= 1e-5
 
 
 def test_full_size_keys_and_parameters_match_the_official_model():
