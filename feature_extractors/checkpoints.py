@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from mer.core.io import atomic_file
+
 _NUMPY_SCALAR = np._core.multiarray.scalar
 SAFE_CHECKPOINT_GLOBALS: tuple[Any, ...] = (
     argparse.Namespace,
@@ -57,6 +59,19 @@ def read_checkpoint_args(path: str | os.PathLike) -> dict[str, Any]:
             ckpt = load_torch_checkpoint(path)
     args = ckpt.get("args") if isinstance(ckpt, Mapping) else None
     return vars(args) if args is not None and hasattr(args, "__dict__") else dict(args or {})
+
+
+def save_official_checkpoint(model: torch.nn.Module, path: str | os.PathLike, args: Any, *, epoch: Any = "best",
+                             optimizer: Any = None, scaler: Any = None) -> None:
+    """``model`` as the official ``utils.save_model`` of the MAE-DFER / SVFAP / HiCMAE code writes
+    it: ``{'model': state_dict (float32 on the CPU), 'optimizer', 'epoch', 'scaler', 'args'}``,
+    whole or not at all (:func:`mer.core.io.atomic_file`)."""
+    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
+             for k, v in model.state_dict().items()}
+    ckpt = {"model": state, "optimizer": optimizer.state_dict() if optimizer is not None else {}, "epoch": epoch,
+            "scaler": scaler.state_dict() if scaler is not None else {}, "args": args}
+    with atomic_file(path) as f:
+        torch.save(ckpt, f)
 
 
 def unwrap_state_dict(ckpt: Any, keys: Sequence[str] = ("model", "module", "state_dict")) -> dict[str, torch.Tensor]:

@@ -22,7 +22,6 @@ without audio fails with the reason (both are needed).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
@@ -31,28 +30,21 @@ import torch
 
 from feature_extractors.audio.io import load_audio
 from feature_extractors.audio.kaldi_fbank import kaldi_fbank
-from feature_extractors.base import EXTRACTORS, Extractor, Inputs
+from feature_extractors.base import EXTRACTORS, Inputs
 from feature_extractors.visual.avit import PARTS, load_hicmae
 from feature_extractors.visual.faces import (
     FaceConfig,
     clip_rate,
-    face_config_from,
-    face_key_config,
-    face_weights_digest,
     load_face_clip,
-    validate_face_config,
 )
-from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
-from feature_extractors.visual.mae_dfer import (PRECISIONS, nearest_available, official_view_indices, resize_crops,
+from feature_extractors.visual.face_clip_encoder import FaceClipEncoder
+from feature_extractors.visual.mae_dfer import (nearest_available, official_view_indices, resize_crops,
                                                window_indices)
 from feature_extractors.checkpoints import read_checkpoint_args
-from feature_extractors.weights import resolve_weights
 from mer.core.failures import ExtractionFailure, MediaError
-from mer.core.hashing import file_digest
 from mer.core.samples import Sample
 from mer.core.timebase import span_times, with_times
 
-LEVELS = ("utterance", "frame")
 AUDIO_MEAN, AUDIO_STD = -4.2677393, 4.5689974
 """``norm_stats['audioset']`` of ``run_class_finetuning_av.py``."""
 SAMPLE_RATE = 16000
@@ -88,7 +80,7 @@ def audio_segment(wav: np.ndarray, first: int, last: int, total: int) -> np.ndar
 
 
 @EXTRACTORS.register("hicmae")
-class HiCMAEExtractor(Extractor):
+class HiCMAEExtractor(FaceClipEncoder):
     """HiCMAE over face crops and audio -> float32 ``[D (+ num_classes)]`` or ``[T, D (+ ...)]``."""
 
     name: ClassVar[str] = "hicmae"
@@ -114,32 +106,12 @@ class HiCMAEExtractor(Extractor):
         if overrides.get("parts") is not None:
             overrides["parts"] = tuple(str(p) for p in overrides["parts"])
         super().__init__(config, **overrides)
-        self.config = dataclasses.replace(self.config, face=face_config_from(self.config.face, DEFAULT_FACE))
         c = self.config
         if not c.parts or any(p not in PARTS for p in c.parts) or len(set(c.parts)) != len(c.parts):
             raise ValueError(f"hicmae: parts must be distinct names of {PARTS}, got {list(c.parts)}")
-        if c.level not in LEVELS:
-            raise ValueError(f"hicmae: level must be one of {LEVELS}, got {c.level!r}")
-        if c.precision not in PRECISIONS:
-            raise ValueError(f"hicmae: precision must be one of {PRECISIONS}, got {c.precision!r}")
-        if c.sampling_stride < 1 or c.num_views < 1:
-            raise ValueError("hicmae: sampling_stride and num_views must be >= 1")
-        validate_face_config(c.face)
-        self.level = c.level
+        self._check_common(DEFAULT_FACE)
         self._model = None
         self._shape: tuple[int, int, int, int] | None = None
-
-    def weights_file(self) -> str:
-        return str(resolve_weights(self.config.weights))
-
-    def weights_digest(self) -> str:
-        digest = file_digest(self.weights_file())
-        face = face_weights_digest(self.config.face)
-        return digest if face == "none" else f"{digest}+face:{face}"
-
-    def identity(self) -> dict[str, Any]:
-        identity = super().identity()
-        return {**identity, "config": face_key_config(identity["config"])}
 
     def inputs(self, sample: Sample) -> Inputs:
         return Inputs(files={"face": sample.face_path, "video": sample.video_path,
@@ -213,15 +185,8 @@ class HiCMAEExtractor(Extractor):
 
     def _embed(self, clips: np.ndarray, specs: np.ndarray) -> np.ndarray:
         model, device, c = self._model, self.device, self.config
-        x = torch.from_numpy(np.ascontiguousarray(clips)).to(device)
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1, 1)
-        x = (x.permute(0, 4, 1, 2, 3).float() / 255 - mean) / std
+        x = self.normalised(clips)
         a = torch.from_numpy(np.ascontiguousarray(specs)).to(device)[:, None]
-        kind = torch.device(device).type
-        precision = ("bf16" if kind == "cuda" else "fp32") if c.precision == "auto" else c.precision
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        enabled = dtype is not None and (kind == "cuda" or dtype == torch.bfloat16)
         cfg = model.cfg
         widths = {"video": cfg.embed_dim, "audio": cfg.embed_dim_audio, "fusion_video": cfg.embed_dim,
                   "fusion_audio": cfg.embed_dim_audio}
@@ -229,7 +194,7 @@ class HiCMAEExtractor(Extractor):
         for p in PARTS:
             offsets[p] = (at, at + widths[p])
             at += widths[p]
-        with torch.inference_mode(), torch.autocast(kind, dtype=dtype or torch.float32, enabled=enabled):
+        with self.precision_context():
             full = model.forward_features(x, a)
             feats = torch.cat([full[:, offsets[p][0]:offsets[p][1]] for p in c.parts], dim=-1)
             if c.head_probs:

@@ -49,39 +49,30 @@ differ by about 2e-2) and ``'fp16'`` (CUDA) force one.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from feature_extractors.base import EXTRACTORS, Extractor
+from feature_extractors.base import EXTRACTORS
 from feature_extractors.visual.faces import (
     FaceConfig,
     clip_rate,
-    face_config_from,
-    face_key_config,
-    face_weights_digest,
     load_face_clip,
-    validate_face_config,
 )
-from feature_extractors.checkpoints import read_checkpoint_args
-from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD, TOKEN_POOLS, load_mae_dfer
+from feature_extractors.visual.face_clip_encoder import FaceClipEncoder
+from feature_extractors.visual.lgi_former import TOKEN_POOLS, load_mae_dfer
 from feature_extractors.visual.lgi_former.checkpoints import clip_shape_from_args
-from feature_extractors.weights import resolve_weights
 from mer.core.failures import ExtractionFailure
-from mer.core.hashing import file_digest
 from mer.core.samples import Sample
 from mer.core.timebase import span_times, with_times
 
 FEATURES = (*TOKEN_POOLS, "encoder_norm")
-LEVELS = ("utterance", "frame")
 CLIP_FRAMES, IMAGE_SIZE = 16, 160
 """What every released MAE-DFER model takes: 16 frames of 160 x 160 (a checkpoint of another size
 is fed its own: :meth:`MAEDFERExtractor.clip_shape`)."""
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIPS_PER_FORWARD = 16
 """Clips per model call (a long clip at frame level has many windows)."""
 
@@ -134,7 +125,7 @@ class FrameViews:
 
 
 @EXTRACTORS.register("mae_dfer")
-class MAEDFERExtractor(Extractor):
+class MAEDFERExtractor(FaceClipEncoder):
     """MAE-DFER LGI-Former over face crops -> float32 ``[D (+ num_classes)]`` or, with
     ``level='frame'``, ``[T, D (+ num_classes)]``."""
 
@@ -159,35 +150,12 @@ class MAEDFERExtractor(Extractor):
 
     def __init__(self, config: "MAEDFERExtractor.Config | None" = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
-        # Hydra hands ``face`` over as a mapping of the fields it sets (over this extractor's default).
-        self.config = dataclasses.replace(self.config, face=face_config_from(self.config.face, DEFAULT_FACE))
-        c = self.config
-        if c.feature not in FEATURES:
-            raise ValueError(f"mae_dfer: feature must be one of {FEATURES}, got {c.feature!r}")
-        if c.level not in LEVELS:
-            raise ValueError(f"mae_dfer: level must be one of {LEVELS}, got {c.level!r}")
-        if c.precision not in PRECISIONS:
-            raise ValueError(f"mae_dfer: precision must be one of {PRECISIONS}, got {c.precision!r}")
-        if c.sampling_stride < 1 or c.num_views < 1:
-            raise ValueError("mae_dfer: sampling_stride and num_views must be >= 1")
-        validate_face_config(c.face)
-        self.level = c.level
+        if self.config.feature not in FEATURES:
+            raise ValueError(f"mae_dfer: feature must be one of {FEATURES}, got {self.config.feature!r}")
+        self._check_common(DEFAULT_FACE)
         self._model = None
         self._report = None
         self._shape: tuple[int, int] | None = None
-
-    # --- identity -------------------------------------------------------------------------
-    def weights_file(self) -> str:
-        return str(resolve_weights(self.config.weights))
-
-    def weights_digest(self) -> str:
-        digest = file_digest(self.weights_file())
-        face = face_weights_digest(self.config.face)
-        return digest if face == "none" else f"{digest}+face:{face}"
-
-    def identity(self) -> dict[str, Any]:
-        identity = super().identity()
-        return {**identity, "config": face_key_config(identity["config"])}
 
     # --- work -----------------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
@@ -204,14 +172,10 @@ class MAEDFERExtractor(Extractor):
         self._model, self._report = model.to(device), report
         super().setup(device)
 
-    def clip_shape(self) -> tuple[int, int]:
-        """``(frames, pixels)`` of the checkpoint's clips (16 and 160 as released): the loaded
-        model's, else its file's ``args`` (read without its tensors, once per process)."""
-        if self._model is not None:
-            return self._model.cfg.num_frames, self._model.cfg.img_size
-        if self._shape is None:
-            self._shape = clip_shape_from_args(read_checkpoint_args(self.weights_file()))
-        return self._shape
+    def shape_from_args(self, args: Mapping[str, Any]) -> tuple[int, int]:
+        """By :func:`~.lgi_former.checkpoints.infer_config`'s rules (``num_segments``, ``window_size``,
+        the model name's size suffix)."""
+        return clip_shape_from_args(args)
 
     @property
     def feature_dim(self) -> int:
@@ -275,17 +239,9 @@ class MAEDFERExtractor(Extractor):
 
     def _embed(self, clips: np.ndarray, per_time_region: bool) -> np.ndarray:
         model, device, c = self._model, self.device, self.config
-        x = torch.from_numpy(np.ascontiguousarray(clips)).to(device)
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1, 1)
-        x = (x.permute(0, 4, 1, 2, 3).float() / 255 - mean) / std
-        kind = torch.device(device).type
-        precision = ("bf16" if kind == "cuda" else "fp32") if c.precision == "auto" else c.precision
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        # bf16 autocast also runs on CPUs; fp16 only on CUDA
-        enabled = dtype is not None and (kind == "cuda" or dtype == torch.bfloat16)
+        x = self.normalised(clips)
         nt = model.cfg.region_grid[0]
-        with torch.inference_mode(), torch.autocast(kind, dtype=dtype or torch.float32, enabled=enabled):
+        with self.precision_context():
             if c.feature == "encoder_norm":
                 none_masked = torch.zeros(len(x), model.cfg.num_tokens, dtype=torch.bool, device=device)
                 tokens = model.forward_visible(x, none_masked)                   # [N, n, C], time-major groups

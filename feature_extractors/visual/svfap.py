@@ -21,7 +21,6 @@ source frames it spans. ``head_probs`` appends a fine-tuned checkpoint's class p
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
@@ -29,34 +28,26 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from feature_extractors.base import EXTRACTORS, Extractor
+from feature_extractors.base import EXTRACTORS
 from feature_extractors.visual.faces import (
     FaceConfig,
     clip_rate,
-    face_config_from,
-    face_key_config,
-    face_weights_digest,
     load_face_clip,
-    validate_face_config,
 )
-from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
-from feature_extractors.visual.mae_dfer import (PRECISIONS, FrameViews, nearest_available, official_view_indices,
+from feature_extractors.visual.face_clip_encoder import FaceClipEncoder
+from feature_extractors.visual.mae_dfer import (FrameViews, nearest_available, official_view_indices,
                                                resize_crops, window_indices)
 from feature_extractors.visual.tpsbt import load_svfap
-from feature_extractors.checkpoints import read_checkpoint_args
-from feature_extractors.weights import resolve_weights
 from mer.core.failures import ExtractionFailure
-from mer.core.hashing import file_digest
 from mer.core.samples import Sample
 from mer.core.timebase import span_times, with_times
 
-LEVELS = ("utterance", "frame")
 CLIPS_PER_FORWARD = 16
 DEFAULT_FACE = FaceConfig(size=160, max_frames=0)
 
 
 @EXTRACTORS.register("svfap")
-class SVFAPExtractor(Extractor):
+class SVFAPExtractor(FaceClipEncoder):
     """SVFAP TPSBT over face crops -> float32 ``[D (+ num_classes)]`` or, with ``level='frame'``,
     ``[T, D (+ num_classes)]``."""
 
@@ -80,31 +71,10 @@ class SVFAPExtractor(Extractor):
 
     def __init__(self, config: "SVFAPExtractor.Config | None" = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
-        self.config = dataclasses.replace(self.config, face=face_config_from(self.config.face, DEFAULT_FACE))
-        c = self.config
-        if c.level not in LEVELS:
-            raise ValueError(f"svfap: level must be one of {LEVELS}, got {c.level!r}")
-        if c.precision not in PRECISIONS:
-            raise ValueError(f"svfap: precision must be one of {PRECISIONS}, got {c.precision!r}")
-        if c.sampling_stride < 1 or c.num_views < 1:
-            raise ValueError("svfap: sampling_stride and num_views must be >= 1")
-        validate_face_config(c.face)
-        self.level = c.level
+        self._check_common(DEFAULT_FACE)
         self._model = None
         self._report = None
         self._shape: tuple[int, int] | None = None
-
-    def weights_file(self) -> str:
-        return str(resolve_weights(self.config.weights))
-
-    def weights_digest(self) -> str:
-        digest = file_digest(self.weights_file())
-        face = face_weights_digest(self.config.face)
-        return digest if face == "none" else f"{digest}+face:{face}"
-
-    def identity(self) -> dict[str, Any]:
-        identity = super().identity()
-        return {**identity, "config": face_key_config(identity["config"])}
 
     def setup(self, device: str = "cpu") -> None:
         model, report = load_svfap(self.weights_file(), num_heads=self.config.num_heads or None)
@@ -113,17 +83,6 @@ class SVFAPExtractor(Extractor):
                              f"{report.kind} checkpoint without one")
         self._model, self._report = model.to(device), report
         super().setup(device)
-
-    def clip_shape(self) -> tuple[int, int]:
-        """``(frames, pixels)`` of the checkpoint's clips: the loaded model's, else its file's
-        ``args`` (``num_frames``, ``input_size``; 16 and 160 when absent), read once per process
-        (the decoding workers never load the model)."""
-        if self._model is not None:
-            return self._model.cfg.num_frames, self._model.cfg.img_size
-        if self._shape is None:
-            args = read_checkpoint_args(self.weights_file())
-            self._shape = (int(args.get("num_frames") or 16), int(args.get("input_size") or 160))
-        return self._shape
 
     def load(self, sample: Sample) -> np.ndarray | FrameViews:
         """uint8 RGB clips: ``[views, T, S, S, 3]`` at utterance level, :class:`FrameViews` at frame level."""
@@ -177,16 +136,9 @@ class SVFAPExtractor(Extractor):
                                for i in range(0, len(clips), CLIPS_PER_FORWARD)])
 
     def _embed(self, clips: np.ndarray, per_step: bool) -> np.ndarray:
-        model, device, c = self._model, self.device, self.config
-        x = torch.from_numpy(np.ascontiguousarray(clips)).to(device)
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1, 1)
-        x = (x.permute(0, 4, 1, 2, 3).float() / 255 - mean) / std
-        kind = torch.device(device).type
-        precision = ("bf16" if kind == "cuda" else "fp32") if c.precision == "auto" else c.precision
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        enabled = dtype is not None and (kind == "cuda" or dtype == torch.bfloat16)
-        with torch.inference_mode(), torch.autocast(kind, dtype=dtype or torch.float32, enabled=enabled):
+        model, c = self._model, self.config
+        x = self.normalised(clips)
+        with self.precision_context():
             feats = model.forward_steps(x) if per_step else model.forward_features(x)
             if c.head_probs:
                 feats = torch.cat((feats, torch.softmax(model.forward_head(feats).float(), -1).to(feats.dtype)), -1)

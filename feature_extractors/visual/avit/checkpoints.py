@@ -18,8 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from feature_extractors.checkpoints import save_official_checkpoint
 from feature_extractors.visual.lgi_former.checkpoints import read_checkpoint
-from mer.core.io import atomic_file
 
 from .model import AudioVisionTransformer, AViTConfig
 
@@ -143,9 +143,4 @@ def checkpoint_args(model: AudioVisionTransformer) -> argparse.Namespace:
 def save_hicmae(model: AudioVisionTransformer, path: str, *, epoch: Any = "best",
                 args: argparse.Namespace | None = None) -> None:
     """``model`` in the official layout, whole or not at all."""
-    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
-             for k, v in model.state_dict().items()}
-    ckpt = {"model": state, "optimizer": {}, "epoch": epoch, "scaler": {},
-            "args": args if args is not None else checkpoint_args(model)}
-    with atomic_file(path) as f:
-        torch.save(ckpt, f)
+    save_official_checkpoint(model, path, args if args is not None else checkpoint_args(model), epoch=epoch)

@@ -246,9 +246,11 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """``[B, C, T, H, W]`` -> ``[B, N, D]`` tokens in raster (t, h, w) order."""
+    """``[B, C, T, H, W]`` -> ``[B, N, D]`` tokens in raster (t, h, w) order. ``cfg``: any config
+    with ``in_chans, num_frames, img_size, tubelet_size, patch_size, embed_dim`` (LGI-Former's,
+    SVFAP's TPSBT's)."""
 
-    def __init__(self, cfg: LGIFormerConfig) -> None:
+    def __init__(self, cfg: Any) -> None:
         super().__init__()
         self.expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
         kernel = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
@@ -257,7 +259,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.expected:
             c, t, h, w = self.expected
-            raise ValueError(f"LGI-Former expects clips [B, {c}, {t}, {h}, {w}], got {list(x.shape)}")
+            raise ValueError(f"the model expects clips [B, {c}, {t}, {h}, {w}], got {list(x.shape)}")
         return self.proj(x).flatten(2).transpose(1, 2)
 
 

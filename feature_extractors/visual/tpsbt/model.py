@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from feature_extractors.visual.lgi_former.model import FusedAttention, GeneralAttention, Mlp, drop_path, sincos_table
+from feature_extractors.visual.lgi_former.model import (FusedAttention, GeneralAttention, Mlp, PatchEmbed, drop_path,
+                                                       sincos_table)
 
 BOTTLENECK_HIDDEN = 128
 """The hidden width of every spatial bottleneck's MLP (fixed in the official code)."""
@@ -161,22 +162,6 @@ class SpatialBottleneck(nn.Module):
         scores = self.mlp(self.norm(x)).view(b * t, n // t, self.num_tokens)      # [(B t), n1, k]
         weights = torch.softmax(scores.transpose(1, 2), dim=-1)                   # [(B t), k, n1]
         return torch.bmm(weights, x.reshape(b * t, n // t, c)).view(b, t * self.num_tokens, c)
-
-
-class PatchEmbed(nn.Module):
-    """``[B, C, T, H, W]`` -> ``[B, N, D]`` tokens in raster (t, h, w) order."""
-
-    def __init__(self, cfg: TPSBTConfig) -> None:
-        super().__init__()
-        self.expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
-        kernel = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
-        self.proj = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=kernel, stride=kernel)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.expected:
-            c, t, h, w = self.expected
-            raise ValueError(f"TPSBT expects clips [B, {c}, {t}, {h}, {w}], got {list(x.shape)}")
-        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class TPSBT(nn.Module):
