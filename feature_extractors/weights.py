@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,17 @@ def register_weight_tag(tag: WeightTag) -> WeightTag:
         raise ValueError(f"weight tag {tag.tag!r} is registered twice")
     WEIGHT_TAGS[tag.tag] = tag
     return tag
+
+
+def register_fold_tags(model: str, title: str, url: str, folds: dict[str, tuple[tuple[str, ...], Sequence[str]]]
+                       ) -> None:
+    """``<model>_<dataset>_fold<k>`` tags of fine-tuned files (``checkpoint-best.pth``): ``folds``
+    maps a dataset to its head's class order and each fold's file id, put into ``url``."""
+    for dataset, (classes, ids) in folds.items():
+        for fold, file_id in enumerate(ids, start=1):
+            register_weight_tag(WeightTag(
+                f"{model}_{dataset}_fold{fold}", "checkpoint-best.pth", url.format(file_id),
+                f"{title} fine-tuned on {dataset.upper()} fold {fold} ({len(classes)} classes)", "finetune", classes))
 
 
 def weights_dir() -> Path:
@@ -79,11 +91,7 @@ _FOLD_FILES = {
                             "1WlCTw5OjV6SZ7L7rU5xzvbVD_GTcp8CC", "18fdMGu-GdYxUmCEG-33NR3hxvHFyrO-v",
                             "1CO6OY-P6oM5LMikLTlB5iz_AXack2vfH")),
 }
-for _dataset, (_classes, _ids) in _FOLD_FILES.items():
-    for _fold, _id in enumerate(_ids, start=1):
-        register_weight_tag(WeightTag(
-            f"mae_dfer_{_dataset}_fold{_fold}", "checkpoint-best.pth", _DRIVE.format(_id),
-            f"MAE-DFER fine-tuned on {_dataset.upper()} fold {_fold} ({len(_classes)} classes)", "finetune", _classes))
+register_fold_tags("mae_dfer", "MAE-DFER", _DRIVE, _FOLD_FILES)
 register_weight_tag(WeightTag(
     "mae_dfer_ferv39k", "checkpoint-best.pth", _DRIVE.format("1vq9WxuV229spEX7JQCMTluLXvvefLRzq"),
     "MAE-DFER fine-tuned on FERV39k (reproduced run, 7 classes)", "finetune", FERV39K_CLASSES))
@@ -106,11 +114,7 @@ _SVFAP_FOLDS = {
                             "EaBj2GjlldBKt8kwxeve01QBOISd2PuvR16CLT2GOVZ7Ww?e=aofdJD",
                             "ET1EUbbzVABKlko3ibr2zNoBq1_h7UvQ_WP4-jhtH1M-SQ?e=vLzP80")),
 }
-for _dataset, (_classes, _ids) in _SVFAP_FOLDS.items():
-    for _fold, _id in enumerate(_ids, start=1):
-        register_weight_tag(WeightTag(
-            f"svfap_{_dataset}_fold{_fold}", "checkpoint-best.pth", _ONEDRIVE.format(_id),
-            f"SVFAP fine-tuned on {_dataset.upper()} fold {_fold} ({len(_classes)} classes)", "finetune", _classes))
+register_fold_tags("svfap", "SVFAP", _ONEDRIVE, _SVFAP_FOLDS)
 register_weight_tag(WeightTag(
     "svfap_ferv39k", "checkpoint-best.pth", _ONEDRIVE.format("EeiFyC-HLaBAntblXgeOt5sBB5KJJttxbQn7iMlotUvX2A?e=OqqIST"),
     "SVFAP fine-tuned on FERV39k (reproduced run, 7 classes)", "finetune", FERV39K_CLASSES))
@@ -133,11 +137,7 @@ _HICMAE_FOLDS = {
                             "EXgUG2jtGopElcHJKA3bSokB4p6gv1ds-CfXhE2AaAdEuQ?e=5YTm4T",
                             "EWpqPBE74IlIooG0JoOPcrABjxsS3iIsLiDeEbLJnllidA?e=EhoobV")),
 }
-for _dataset, (_classes, _ids) in _HICMAE_FOLDS.items():
-    for _fold, _id in enumerate(_ids, start=1):
-        register_weight_tag(WeightTag(
-            f"hicmae_{_dataset}_fold{_fold}", "checkpoint-best.pth", _ONEDRIVE.format(_id),
-            f"HiCMAE fine-tuned on {_dataset.upper()} fold {_fold} ({len(_classes)} classes)", "finetune", _classes))
+register_fold_tags("hicmae", "HiCMAE", _ONEDRIVE, _HICMAE_FOLDS)
 
 
 def whisper_tiny_en_path(user: str = "the whisper ASR engine", option: str = "asr.options.model_path") -> Path:

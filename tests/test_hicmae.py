@@ -51,6 +51,7 @@ from hydra import compose, initialize_config_dir
 from conftest import REPO
 from feature_extractors.audio.kaldi_fbank import kaldi_fbank, mel_banks
 from feature_extractors.base import EXTRACTORS, build_extractor
+from feature_extractors.visual.lgi_former.checkpoints import read_checkpoint
 from feature_extractors.visual.avit import AudioVisionTransformer, AViTConfig, infer_config, load_hicmae, save_hicmae
 from feature_extractors.visual.hicmae import AUDIO_MEAN, AUDIO_STD, HiCMAEExtractor, audio_segment, spectrogram
 from feature_extractors.visual.mae_dfer import official_view_indices
@@ -90,7 +91,7 @@ def test_sizes_come_from_the_checkpoint_and_its_args():
         (64, 48, 1, 3, 1, (48, 32), 7)
     assert c.audio_grid == (3, 2) and c.feature_dim == 2 * (64 + 48)
     assert load_hicmae(TINY_A)[1].heads_source == "args.model=avit_dim512_patch16_160_a256"
-    sd = dict(torch.load(TINY_A, weights_only=False)["model"])
+    sd = read_checkpoint(TINY_A)[0]
     sd["encoder.blocks.0.gamma_1"] = torch.ones(64)
     with pytest.raises(ValueError, match="layer scale"):
         infer_config(sd, {})

@@ -44,6 +44,7 @@ from feature_extractors.base import EXTRACTORS, build_extractor
 from feature_extractors.visual.lgi_former import IMAGENET_MEAN, IMAGENET_STD
 from feature_extractors.visual.mae_dfer import official_view_indices
 from feature_extractors.visual.svfap import SVFAPExtractor
+from feature_extractors.visual.lgi_former.checkpoints import read_checkpoint
 from feature_extractors.visual.tpsbt import TPSBT, TPSBTConfig, count_parameters, infer_config, load_svfap, save_svfap
 from feature_extractors.weights import WEIGHT_TAGS
 from mer.core.failures import ExtractionFailure
@@ -91,7 +92,7 @@ def test_sizes_come_from_the_checkpoint_and_its_args():
         (48, 48, (1, 3, 2), (3, 5), 7)
     assert cfg.output_steps == 2 and report.heads_source == "given"
     assert load_svfap(TINY_B)[1].heads_source == "args.model=svfap_base_patch16_160"   # the released name: 8 heads
-    sd = dict(torch.load(TINY_B, weights_only=False)["model"])
+    sd = read_checkpoint(TINY_B)[0]
     with pytest.raises(ValueError, match="say how they split"):
         infer_config(sd, {}, num_heads=3)                       # a bare state_dict: 5 cross-self blocks, 2 stages
     assert infer_config(sd, {}, num_heads=3, stage_depths=(1, 3, 2))[0].stage_depths == (1, 3, 2)

@@ -35,11 +35,8 @@ from feature_extractors.visual.avit import PARTS, load_hicmae
 from feature_extractors.visual.faces import (
     FaceConfig,
     clip_rate,
-    load_face_clip,
 )
 from feature_extractors.visual.face_clip_encoder import FaceClipEncoder
-from feature_extractors.visual.mae_dfer import (nearest_available, official_view_indices, resize_crops,
-                                               window_indices)
 from feature_extractors.checkpoints import read_checkpoint_args
 from mer.core.failures import ExtractionFailure, MediaError
 from mer.core.samples import Sample
@@ -110,8 +107,7 @@ class HiCMAEExtractor(FaceClipEncoder):
         if not c.parts or any(p not in PARTS for p in c.parts) or len(set(c.parts)) != len(c.parts):
             raise ValueError(f"hicmae: parts must be distinct names of {PARTS}, got {list(c.parts)}")
         self._check_common(DEFAULT_FACE)
-        self._model = None
-        self._shape: tuple[int, int, int, int] | None = None
+        self._audio_shape: tuple[int, int] | None = None
 
     def inputs(self, sample: Sample) -> Inputs:
         return Inputs(files={"face": sample.face_path, "video": sample.video_path,
@@ -124,34 +120,26 @@ class HiCMAEExtractor(FaceClipEncoder):
         self._model = model.to(device)
         super().setup(device)
 
-    def input_shape(self) -> tuple[int, int, int, int]:
-        """``(frames, pixels, audio frames, mel bins)`` of the checkpoint, from its args in a worker."""
+    def audio_shape(self) -> tuple[int, int]:
+        """``(audio frames, mel bins)`` of the checkpoint's spectrograms: the loaded model's, else
+        its file's ``args`` (``input_size_audio``, ``num_mel_bins``; 256 and 128 when absent)."""
         if self._model is not None:
-            c = self._model.cfg
-            return c.num_frames, c.img_size, c.audio_size[0], c.audio_size[1]
-        if self._shape is None:
+            return self._model.cfg.audio_size
+        if self._audio_shape is None:
             args = read_checkpoint_args(self.weights_file())
-            self._shape = (int(args.get("num_frames") or 16), int(args.get("input_size") or 160),
-                           int(args.get("input_size_audio") or 256), int(args.get("num_mel_bins") or 128))
-        return self._shape
+            self._audio_shape = (int(args.get("input_size_audio") or 256), int(args.get("num_mel_bins") or 128))
+        return self._audio_shape
 
     def load(self, sample: Sample) -> AVViews:
-        c = self.config
-        frames, size, audio_frames, bins = self.input_shape()
         if not (sample.audio_path or sample.video_path):
             raise MediaError("no_media", f"{sample.name} has no audio (hicmae needs the face and the voice)")
-        clip = load_face_clip(sample, c.face, self.context)
+        audio_frames, bins = self.audio_shape()
+        clip, wanted, _, crops = self.face_views(sample)
         wav = load_audio(sample, SAMPLE_RATE)
-        if c.level == "frame":
-            wanted, _ = window_indices(clip.total_frames, frames, c.sampling_stride)
-        else:
-            wanted = official_view_indices(clip.total_frames, frames, c.sampling_stride, c.num_views)
-        crops = resize_crops(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], size)
         first, last = wanted[:, 0], wanted[:, -1]
         specs = np.stack([spectrogram(audio_segment(wav, int(a), int(b), clip.total_frames), audio_frames, bins)
                           for a, b in zip(first, last)])
-        return AVViews(crops.reshape(len(wanted), frames, size, size, 3), specs, first, last,
-                       clip_rate(clip, sample.video_path))
+        return AVViews(crops, specs, first, last, clip_rate(clip, sample.video_path))
 
     @property
     def feature_dim(self) -> int:

@@ -59,10 +59,15 @@ import torch
 from feature_extractors.base import EXTRACTORS
 from feature_extractors.visual.faces import (
     FaceConfig,
-    clip_rate,
-    load_face_clip,
 )
-from feature_extractors.visual.face_clip_encoder import FaceClipEncoder
+from feature_extractors.visual.face_clip_encoder import (  # noqa: F401 - the view helpers, re-exported
+    FaceClipEncoder,
+    FrameViews,
+    nearest_available,
+    official_view_indices,
+    resize_crops,
+    window_indices,
+)
 from feature_extractors.visual.lgi_former import TOKEN_POOLS, load_mae_dfer
 from feature_extractors.visual.lgi_former.checkpoints import clip_shape_from_args
 from mer.core.failures import ExtractionFailure
@@ -78,50 +83,6 @@ CLIPS_PER_FORWARD = 16
 
 DEFAULT_FACE = FaceConfig(size=IMAGE_SIZE, max_frames=0)
 """Every frame of the main face at the model's 160 px (the views pick every 4th frame)."""
-
-
-def official_view_indices(total: int, clip_frames: int = 16, stride: int = 4, num_views: int = 2) -> np.ndarray:
-    """Frame indices ``[num_views, clip_frames]`` of the official test views: every ``stride``-th
-    frame of ``range(total)`` (padded with the last to ``clip_frames``), then ``num_views`` clips
-    starting at ``int(k * (L - clip_frames) / (num_views - 1))`` (one view: the start)."""
-    if total < 1:
-        raise ValueError("a clip needs at least one frame")
-    idx = list(range(0, total, stride))
-    idx += [idx[-1]] * (clip_frames - len(idx))
-    step = max((len(idx) - clip_frames) / (num_views - 1), 0.0) if num_views > 1 else 0.0
-    return np.array([idx[int(k * step):int(k * step) + clip_frames] for k in range(num_views)], dtype=np.int64)
-
-
-def window_indices(total: int, clip_frames: int = 16, stride: int = 4) -> tuple[np.ndarray, int]:
-    """Frame indices ``[W, clip_frames]`` of consecutive windows over every ``stride``-th frame of
-    ``range(total)`` (the last window padded with the last frame), and the number L of strided
-    frames (the frame-level views)."""
-    if total < 1:
-        raise ValueError("a clip needs at least one frame")
-    idx = np.arange(0, total, stride, dtype=np.int64)
-    windows = math.ceil(len(idx) / clip_frames)
-    padded = np.concatenate((idx, np.full(windows * clip_frames - len(idx), idx[-1], dtype=np.int64)))
-    return padded.reshape(windows, clip_frames), len(idx)
-
-
-def nearest_available(wanted: np.ndarray, available: np.ndarray) -> np.ndarray:
-    """For each wanted frame index, the position in ``available`` (sorted frame indices) of the
-    nearest one (the earlier on a tie)."""
-    pos = np.searchsorted(available, wanted)
-    lo = np.clip(pos - 1, 0, len(available) - 1)
-    hi = np.clip(pos, 0, len(available) - 1)
-    return np.where(np.abs(wanted - available[lo]) <= np.abs(available[hi] - wanted), lo, hi)
-
-
-@dataclass(frozen=True)
-class FrameViews:
-    """What :meth:`MAEDFERExtractor.load` gives at frame level: uint8 windows ``[W, 16, S, S, 3]``
-    and the number of strided frames they hold before the last window's padding."""
-
-    clips: np.ndarray
-    frames: int
-    total_frames: int = 0     # source frames of the track the strided frames come from
-    fps: float = 0.0          # their rate (0.0: unknown, the rows then have no times)
 
 
 @EXTRACTORS.register("mae_dfer")
@@ -153,9 +114,7 @@ class MAEDFERExtractor(FaceClipEncoder):
         if self.config.feature not in FEATURES:
             raise ValueError(f"mae_dfer: feature must be one of {FEATURES}, got {self.config.feature!r}")
         self._check_common(DEFAULT_FACE)
-        self._model = None
         self._report = None
-        self._shape: tuple[int, int] | None = None
 
     # --- work -----------------------------------------------------------------------------
     def setup(self, device: str = "cpu") -> None:
@@ -183,22 +142,6 @@ class MAEDFERExtractor(FaceClipEncoder):
             raise RuntimeError("mae_dfer: feature_dim is known after setup()")
         head = self._model.head.out_features if self.config.head_probs else 0
         return self._model.cfg.embed_dim + head
-
-    def load(self, sample: Sample) -> np.ndarray | FrameViews:
-        """The clips the model sees, uint8 RGB: ``[views, 16, 160, 160, 3]`` (the official test
-        views) at utterance level, :class:`FrameViews` (consecutive windows) at frame level."""
-        c = self.config
-        frames, size = self.clip_shape()
-        clip = load_face_clip(sample, c.face, self.context)
-        if c.level == "frame":
-            wanted, strided = window_indices(clip.total_frames, frames, c.sampling_stride)
-        else:
-            wanted = official_view_indices(clip.total_frames, frames, c.sampling_stride, c.num_views)
-        crops = resize_crops(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], size)
-        crops = crops.reshape(len(wanted), frames, size, size, 3)
-        if c.level == "frame":
-            return FrameViews(crops, strided, clip.total_frames, clip_rate(clip, sample.video_path))
-        return crops
 
     def forward(self, samples: Sequence[Sample], inputs: Sequence[np.ndarray | FrameViews]
                 ) -> list[np.ndarray | ExtractionFailure]:
@@ -257,14 +200,3 @@ class MAEDFERExtractor(FaceClipEncoder):
             if c.head_probs:
                 feats = torch.cat((feats, torch.softmax(model.forward_head(feats).float(), -1).to(feats.dtype)), -1)
         return feats.float().cpu().numpy()
-
-
-def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
-    """Square crops ``[K, s, s, 3]`` -> ``[K, size, size, 3]`` (area when shrinking, bilinear when
-    growing, as the crops came)."""
-    if crops.shape[1:3] == (size, size):
-        return crops
-    import cv2  # deferred: loads cv2 only when used
-
-    interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in crops])

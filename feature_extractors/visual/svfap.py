@@ -31,12 +31,9 @@ import torch
 from feature_extractors.base import EXTRACTORS
 from feature_extractors.visual.faces import (
     FaceConfig,
-    clip_rate,
-    load_face_clip,
 )
 from feature_extractors.visual.face_clip_encoder import FaceClipEncoder
-from feature_extractors.visual.mae_dfer import (FrameViews, nearest_available, official_view_indices,
-                                               resize_crops, window_indices)
+from feature_extractors.visual.mae_dfer import (FrameViews)
 from feature_extractors.visual.tpsbt import load_svfap
 from mer.core.failures import ExtractionFailure
 from mer.core.samples import Sample
@@ -72,9 +69,7 @@ class SVFAPExtractor(FaceClipEncoder):
     def __init__(self, config: "SVFAPExtractor.Config | None" = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self._check_common(DEFAULT_FACE)
-        self._model = None
         self._report = None
-        self._shape: tuple[int, int] | None = None
 
     def setup(self, device: str = "cpu") -> None:
         model, report = load_svfap(self.weights_file(), num_heads=self.config.num_heads or None)
@@ -83,21 +78,6 @@ class SVFAPExtractor(FaceClipEncoder):
                              f"{report.kind} checkpoint without one")
         self._model, self._report = model.to(device), report
         super().setup(device)
-
-    def load(self, sample: Sample) -> np.ndarray | FrameViews:
-        """uint8 RGB clips: ``[views, T, S, S, 3]`` at utterance level, :class:`FrameViews` at frame level."""
-        c = self.config
-        frames, size = self.clip_shape()
-        clip = load_face_clip(sample, c.face, self.context)
-        if c.level == "frame":
-            wanted, strided = window_indices(clip.total_frames, frames, c.sampling_stride)
-        else:
-            wanted = official_view_indices(clip.total_frames, frames, c.sampling_stride, c.num_views)
-        crops = resize_crops(clip.crops[nearest_available(wanted.reshape(-1), clip.frame_index)], size)
-        crops = crops.reshape(len(wanted), frames, size, size, 3)
-        if c.level == "frame":
-            return FrameViews(crops, strided, clip.total_frames, clip_rate(clip, sample.video_path))
-        return crops
 
     @property
     def feature_dim(self) -> int:

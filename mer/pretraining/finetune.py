@@ -50,7 +50,7 @@ from feature_extractors.visual.lgi_former import (
     read_checkpoint,
 )
 from feature_extractors.visual.lgi_former.model import init_finetune_weights
-from feature_extractors.visual.mae_dfer import official_view_indices
+from feature_extractors.visual.face_clip_encoder import official_view_indices
 from feature_extractors.weights import resolve_weights
 from mer.core.io import atomic_file
 from mer.core.samples import Sample

@@ -11,7 +11,6 @@ keeps its init, as fine-tuning starts.
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -19,11 +18,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from feature_extractors.checkpoints import save_official_checkpoint
-from feature_extractors.visual.lgi_former.checkpoints import read_checkpoint
+from feature_extractors.visual.lgi_former.checkpoints import load_filtered, read_checkpoint
 
 from .model import AudioVisionTransformer, AViTConfig
-
-log = logging.getLogger(__name__)
 
 MODEL_HEADS = {"avit_dim256_patch16_160_a256": 4, "avit_dim384_patch16_160_a256": 6,
                "avit_dim512_patch16_160_a256": 8}
@@ -106,25 +103,8 @@ def load_hicmae(path: str, *, num_heads: int | Sequence[int] | None = None, img_
     cfg, source = infer_config(sd, args, num_heads=num_heads, img_size=img_size, num_frames=num_frames,
                                audio_size=audio_size)
     model = AudioVisionTransformer(cfg)
-    own = model.state_dict()
-    kept, unused = {}, []
-    for key, value in sd.items():
-        if key not in own:
-            unused.append(key)
-            continue
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"checkpoint key {key!r} has shape {tuple(value.shape)}, the model's has "
-                             f"{tuple(own[key].shape)}")
-        kept[key] = value
-    missing = [k for k in own if k not in kept]
-    allowed = set(FINE_TUNE_ONLY) if kind == "pretrain" else set()
-    if strict and set(missing) - allowed:
-        raise ValueError(f"{path} lacks {len(set(missing) - allowed)} keys of the model, e.g. "
-                         f"{sorted(set(missing) - allowed)[:5]}")
-    model.load_state_dict(kept, strict=False)
-    model.eval()
-    if unused:
-        log.info("%s: %d checkpoint keys unused by the HiCMAE model (e.g. %s)", path, len(unused), unused[:3])
+    allowed = FINE_TUNE_ONLY if kind == "pretrain" else ()
+    missing, unused = load_filtered(model, sd, path, allowed_missing=allowed, strict=strict, prefixes=())
     return model, HiCMAELoadReport(str(path), kind, cfg, source, epoch, missing, unused, args)
 
 

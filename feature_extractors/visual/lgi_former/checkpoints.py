@@ -44,15 +44,19 @@ def checkpoint_kind(state_dict: Mapping[str, Any]) -> str:
     return "pretrain" if any(k.startswith("encoder.") for k in state_dict) else "finetune"
 
 
-def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module
-                         ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
+                         prefixes: Sequence[str] | None = None) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
     """Map a checkpoint's state_dict onto ``model``: strip ``module.``, and for a fine-tune-layout
     model also the official ``encoder.``/``backbone.`` prefixes (the ``--finetune`` rule, which
     discards ``encoder.norm``, the decoder and the mask token). Returns ``(kept, missing, unused)``:
     ``missing`` are the model's keys the checkpoint lacks, ``unused`` the checkpoint's keys the
-    model has no place for. Shapes must agree: a mismatch raises, naming the key."""
+    model has no place for. Shapes must agree: a mismatch raises, naming the key. ``prefixes``
+    replaces the prefixes stripped (HiCMAE's keys keep their ``encoder.``: ``("module.",)``)."""
     own = model.state_dict()
-    strip = ("module.",) if isinstance(model, MAEDFERPretrain) else ("module.", "encoder.", "backbone.")
+    if prefixes is not None:
+        strip: Sequence[str] = tuple(prefixes)
+    else:
+        strip = ("module.",) if isinstance(model, MAEDFERPretrain) else ("module.", "encoder.", "backbone.")
     kept: dict[str, torch.Tensor] = {}
     unused: list[str] = []
     for key, value in state_dict.items():
@@ -69,6 +73,24 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
         kept[name] = value
     missing = [k for k in own if k not in kept]
     return kept, missing, unused
+
+
+def load_filtered(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str, *,
+                  allowed_missing: Sequence[str] = (), strict: bool = True,
+                  prefixes: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """Load a checkpoint's ``state_dict`` into ``model`` by :func:`checkpoint_filter_fn` and put it
+    in eval mode; with ``strict`` a key of the model the file lacks (but ``allowed_missing``)
+    raises, naming ``path``. Returns ``(missing, unused)``; unused keys are logged."""
+    kept, missing, unused = checkpoint_filter_fn(state_dict, model, prefixes)
+    lacking = set(missing) - set(allowed_missing)
+    if strict and lacking:
+        raise ValueError(f"{path} lacks {len(lacking)} keys of the model, e.g. {sorted(lacking)[:5]}")
+    model.load_state_dict(kept, strict=False)
+    model.eval()
+    if unused:
+        log.info("%s: %d checkpoint keys unused by the %s (e.g. %s)", path, len(unused), type(model).__name__,
+                 unused[:3])
+    return missing, unused
 
 
 def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], Any]:
@@ -272,18 +294,10 @@ def load_mae_dfer(path: str, *, layout: str | None = None, num_heads: int | None
         model = LGIFormer(cfg, layout="finetune")
     else:
         raise ValueError(f"layout must be None, 'finetune', 'pretrain' or 'pretrain_encoder', got {layout!r}")
-    kept, missing, unused = checkpoint_filter_fn(sd, model)
-    allowed = {"fc_norm.weight", "fc_norm.bias"} if kind == "pretrain" and layout == "finetune" else set()
-    if strict and set(missing) - allowed:
-        raise ValueError(f"{path} lacks {len(set(missing) - allowed)} keys of the model, e.g. "
-                         f"{sorted(set(missing) - allowed)[:5]}")
-    model.load_state_dict(kept, strict=False)
-    model.eval()
+    allowed = ("fc_norm.weight", "fc_norm.bias") if kind == "pretrain" and layout == "finetune" else ()
+    missing, unused = load_filtered(model, sd, path, allowed_missing=allowed, strict=strict)
     report = LoadReport(path=str(path), kind=kind, config=cfg, decoder=dec, heads_source=source,
                         epoch=epoch, missing=missing, unused=unused, args=args)
-    if unused:
-        log.info("%s: %d checkpoint keys unused by the %s model (e.g. %s)", path, len(unused), layout,
-                 unused[:3])
     return model, report
 
 

@@ -11,7 +11,6 @@ decoder and the mask token find no place (``fc_norm`` then keeps its init, weigh
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -19,11 +18,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from feature_extractors.checkpoints import save_official_checkpoint
-from feature_extractors.visual.lgi_former.checkpoints import checkpoint_filter_fn, read_checkpoint
+from feature_extractors.visual.lgi_former.checkpoints import load_filtered, read_checkpoint
 
 from .model import TPSBT, TPSBTConfig
-
-log = logging.getLogger(__name__)
 
 MODEL_HEADS = {"svfap_base_patch16_160": 8}
 """Head counts of the official model names (no state_dict holds one)."""
@@ -127,15 +124,8 @@ def load_svfap(path: str, *, num_heads: int | None = None, img_size: int | None 
     cfg, source = infer_config(sd, args, num_heads=num_heads, img_size=img_size, num_frames=num_frames,
                                stage_depths=stage_depths)
     model = TPSBT(cfg)
-    kept, missing, unused = checkpoint_filter_fn(sd, model)
-    allowed = {"fc_norm.weight", "fc_norm.bias"} if kind == "pretrain" else set()
-    if strict and set(missing) - allowed:
-        raise ValueError(f"{path} lacks {len(set(missing) - allowed)} keys of the model, e.g. "
-                         f"{sorted(set(missing) - allowed)[:5]}")
-    model.load_state_dict(kept, strict=False)
-    model.eval()
-    if unused:
-        log.info("%s: %d checkpoint keys unused by the TPSBT (e.g. %s)", path, len(unused), unused[:3])
+    allowed = ("fc_norm.weight", "fc_norm.bias") if kind == "pretrain" else ()
+    missing, unused = load_filtered(model, sd, path, allowed_missing=allowed, strict=strict)
     return model, SVFAPLoadReport(str(path), kind, cfg, source, epoch, missing, unused, args)
 
 
